@@ -1,0 +1,5 @@
+"""Allow ``python -m rportd``."""
+
+from rportd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The REST API on ``[api] address``: envelope, auth middleware, views."""
