@@ -1,0 +1,1 @@
+ALTER TABLE client_groups ADD allowed_user_groups TEXT NOT NULL DEFAULT '[]';

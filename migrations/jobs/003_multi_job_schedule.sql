@@ -1,0 +1,1 @@
+ALTER TABLE multi_jobs ADD schedule_id TEXT NULL;

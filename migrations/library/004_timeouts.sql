@@ -1,0 +1,2 @@
+ALTER TABLE scripts ADD timeout_sec INT NOT NULL DEFAULT 60;
+ALTER TABLE commands ADD timeout_sec INT NOT NULL DEFAULT 60;
