@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -55,14 +55,12 @@ def parse_time(text: str | None) -> datetime | None:
         raise ValueError(f"invalid timestamp {text!r}: expected RFC 3339")
     year, month, day, hour, minute, second, frac, zone = m.groups()
     micro = int((frac or "0")[:6].ljust(6, "0"))
-    tz = UTC
+    tz: timezone = UTC
     if zone and zone not in ("Z", "z"):
         sign = 1 if zone[0] == "+" else -1
         digits = zone[1:].replace(":", "")
         tz_offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
-        from datetime import timezone
-
-        tz = timezone(sign * tz_offset)  # type: ignore[assignment]
+        tz = timezone(sign * tz_offset)
     return datetime(
         int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=tz
     )

@@ -1,1 +1,1 @@
-"""wire."""
+"""The client-facing wire protocol: WebSocket, SSH and the rport payloads."""

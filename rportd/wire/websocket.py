@@ -1,0 +1,125 @@
+"""A server-side WebSocket presented to asyncssh as a byte-stream transport.
+
+Incoming text and binary messages are one byte stream (protocol.md §2.7);
+outgoing bytes become unmasked BINARY frames written straight to the TCP
+transport, so asyncssh can write synchronously as it does on a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+log = logging.getLogger(__name__)
+
+_OP_BINARY = 0x82  # FIN + binary opcode
+
+
+def binary_frame_header(length: int) -> bytes:
+    """The header of an unmasked, final BINARY frame carrying ``length`` bytes."""
+    if length < 126:
+        return bytes((_OP_BINARY, length))
+    if length < 1 << 16:
+        return struct.pack("!BBH", _OP_BINARY, 126, length)
+    return struct.pack("!BBQ", _OP_BINARY, 127, length)
+
+
+class WebSocketTransport(asyncio.Transport):
+    """Adapts an upgraded :class:`web.WebSocketResponse` to :class:`asyncio.Transport`."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        tcp: asyncio.Transport,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self._info = dict(extra or {})
+        self._ws = ws
+        self._tcp = tcp
+        self._closing = False
+        self._protocol: asyncio.Protocol | None = None
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name in self._info:
+            return self._info[name]
+        if name == "socket":
+            return None  # keep asyncssh away from the real socket options
+        return self._tcp.get_extra_info(name, default)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        assert isinstance(protocol, asyncio.Protocol)
+        self._protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        assert self._protocol is not None
+        return self._protocol
+
+    def is_closing(self) -> bool:
+        return self._closing or self._tcp.is_closing()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing or self._tcp.is_closing():
+            return
+        self._tcp.writelines((binary_frame_header(len(data)), data))
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def write_eof(self) -> None:
+        raise NotImplementedError("a WebSocket cannot half-close")
+
+    def get_write_buffer_size(self) -> int:
+        return self._tcp.get_write_buffer_size()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._tcp.set_write_buffer_limits(high, low)
+
+    def pause_reading(self) -> None:
+        self._tcp.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._tcp.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._tcp.is_reading()
+
+    def close(self) -> None:
+        self._closing = True
+        self._tcp.close()
+
+    def abort(self) -> None:
+        self._closing = True
+        self._tcp.abort()
+
+
+async def pump(ws: web.WebSocketResponse, protocol: asyncio.Protocol) -> None:
+    """Feed every received message to ``protocol`` until the WebSocket ends."""
+    exc: Exception | None = None
+    try:
+        while True:
+            msg = await ws.receive()
+            if msg.type is WSMsgType.BINARY:
+                protocol.data_received(msg.data)
+            elif msg.type is WSMsgType.TEXT:
+                protocol.data_received(msg.data.encode())
+            elif msg.type is WSMsgType.ERROR:
+                exc = (
+                    msg.data if isinstance(msg.data, Exception) else ConnectionError(str(msg.data))
+                )
+                break
+            else:  # CLOSE, CLOSING, CLOSED
+                break
+    except (ConnectionError, asyncio.CancelledError) as err:
+        exc = err if isinstance(err, ConnectionError) else None
+        if isinstance(err, asyncio.CancelledError):
+            protocol.connection_lost(None)
+            raise
+    protocol.connection_lost(exc)
