@@ -1,1 +1,1 @@
-"""auth."""
+"""Authentication shared by the API and the client listener."""

@@ -1,1 +1,1 @@
-"""tunnels."""
+"""On-demand TCP/UDP tunnels through connected clients."""

@@ -1,0 +1,232 @@
+"""Client credentials: the single ``auth`` pair, a JSON ``auth_file`` or a DB table."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from rportd.store.database import Database
+
+log = logging.getLogger(__name__)
+
+SOURCE_STATIC = "Static Credentials"
+SOURCE_FILE = "File"
+SOURCE_DB = "DB"
+
+
+class CredentialExists(Exception):
+    """A credential with this id exists already."""
+
+
+class CredentialsReadOnly(Exception):
+    """This source cannot be written."""
+
+
+class ClientCredentials(ABC):
+    """Where client auth ids and their passwords come from."""
+
+    source: str
+    writable: bool = False
+
+    @abstractmethod
+    async def lookup(self, auth_id: str) -> str | None:
+        """The password of ``auth_id``, or ``None`` if there is no such id."""
+
+    @abstractmethod
+    async def list_all(self) -> list[tuple[str, str]]:
+        """Every ``(id, password)``, sorted by id."""
+
+    async def add(self, auth_id: str, password: str) -> None:
+        raise CredentialsReadOnly(self.source)
+
+    async def delete(self, auth_id: str) -> bool:
+        raise CredentialsReadOnly(self.source)
+
+    async def replace_all(self, pairs: dict[str, str]) -> None:
+        """Replace the whole set (replication snapshots)."""
+        raise CredentialsReadOnly(self.source)
+
+
+class StaticCredentials(ClientCredentials):
+    """The single ``[server] auth = "id:password"`` pair."""
+
+    source = SOURCE_STATIC
+
+    def __init__(self, pair: str) -> None:
+        auth_id, _, password = pair.partition(":")
+        self._id = auth_id
+        self._password = password
+
+    async def lookup(self, auth_id: str) -> str | None:
+        return self._password if auth_id == self._id else None
+
+    async def list_all(self) -> list[tuple[str, str]]:
+        return [(self._id, self._password)]
+
+
+class FileCredentials(ClientCredentials):
+    """A JSON object ``{"id": "password"}`` on disk, cached and rewritten atomically."""
+
+    source = SOURCE_FILE
+    writable = True
+
+    def __init__(self, path: Path | str, recheck_seconds: float = 2.0) -> None:
+        self.path = Path(path)
+        self._recheck = recheck_seconds
+        self._entries: dict[str, str] = {}
+        self._mtime: float | None = None
+        self._checked_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def load(self) -> None:
+        """Read the file (a missing file is an empty set)."""
+        self._entries, self._mtime = await asyncio.to_thread(self._read)
+        self._checked_at = time.monotonic()
+
+    def _read(self) -> tuple[dict[str, str], float | None]:
+        try:
+            stat = self.path.stat()
+            raw = self.path.read_text()
+        except FileNotFoundError:
+            return {}, None
+        try:
+            data = json.loads(raw) if raw.strip() else {}
+        except ValueError as exc:
+            raise ValueError(f"client auth file {self.path} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+        ):
+            raise ValueError(
+                f'client auth file {self.path} must be a JSON object {{"id": "password", ...}}'
+            )
+        return data, stat.st_mtime
+
+    async def _refresh(self) -> None:
+        """Pick up edits made to the file by hand (checked at most every few seconds)."""
+        now = time.monotonic()
+        if now - self._checked_at < self._recheck:
+            return
+        self._checked_at = now
+        try:
+            mtime = await asyncio.to_thread(lambda: self.path.stat().st_mtime)
+        except FileNotFoundError:
+            mtime = None
+        if mtime != self._mtime:
+            try:
+                await self.load()
+            except ValueError as exc:
+                log.error("%s; keeping the previous credentials", exc)
+
+    async def lookup(self, auth_id: str) -> str | None:
+        await self._refresh()
+        return self._entries.get(auth_id)
+
+    async def list_all(self) -> list[tuple[str, str]]:
+        await self._refresh()
+        return sorted(self._entries.items())
+
+    async def add(self, auth_id: str, password: str) -> None:
+        async with self._lock:
+            await self.load()
+            if auth_id in self._entries:
+                raise CredentialExists(auth_id)
+            await self._write({**self._entries, auth_id: password})
+
+    async def delete(self, auth_id: str) -> bool:
+        async with self._lock:
+            await self.load()
+            if auth_id not in self._entries:
+                return False
+            entries = dict(self._entries)
+            del entries[auth_id]
+            await self._write(entries)
+            return True
+
+    async def replace_all(self, pairs: dict[str, str]) -> None:
+        async with self._lock:
+            await self._write(dict(pairs))
+
+    async def _write(self, entries: dict[str, str]) -> None:
+        text = json.dumps(entries, indent="\t", ensure_ascii=False) + "\n"
+        self._mtime = await asyncio.to_thread(_atomic_write, self.path, text)
+        self._entries = entries
+        self._checked_at = time.monotonic()
+
+
+def _atomic_write(path: Path, text: str) -> float:
+    """Write ``text`` to ``path`` via a temp file and rename; return the new mtime."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path.stat().st_mtime
+
+
+def quote_identifier(name: str) -> str:
+    """Quote a table or column name for SQL."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+class TableCredentials(ClientCredentials):
+    """Rows ``(id, password)`` of ``[server] auth_table`` in the ``[database]`` DB."""
+
+    source = SOURCE_DB
+    writable = True
+
+    def __init__(self, db: Database, table: str) -> None:
+        self.db = db
+        self.table = quote_identifier(table)
+
+    async def check(self) -> None:
+        """Fail at start if the table or its columns are missing."""
+        await self.db.fetch_all(f"SELECT id, password FROM {self.table} LIMIT 0")
+
+    async def lookup(self, auth_id: str) -> str | None:
+        row = await self.db.fetch_one(
+            f"SELECT password FROM {self.table} WHERE id = :id", {"id": auth_id}
+        )
+        return str(row["password"]) if row else None
+
+    async def list_all(self) -> list[tuple[str, str]]:
+        rows = await self.db.fetch_all(f"SELECT id, password FROM {self.table} ORDER BY id")
+        return [(str(r["id"]), str(r["password"])) for r in rows]
+
+    async def add(self, auth_id: str, password: str) -> None:
+        try:
+            await self.db.execute(
+                f"INSERT INTO {self.table} (id, password) VALUES (:id, :pw)",
+                {"id": auth_id, "pw": password},
+            )
+        except Exception as exc:
+            if "UNIQUE" in str(exc) or "constraint" in str(exc).lower():
+                raise CredentialExists(auth_id) from None
+            raise
+
+    async def delete(self, auth_id: str) -> bool:
+        return (
+            await self.db.execute(f"DELETE FROM {self.table} WHERE id = :id", {"id": auth_id})
+        ) > 0
+
+    async def replace_all(self, pairs: dict[str, str]) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute(f"DELETE FROM {self.table}")
+            await tx.execute_many(
+                f"INSERT INTO {self.table} (id, password) VALUES (:id, :pw)",
+                [{"id": k, "pw": v} for k, v in pairs.items()],
+            )

@@ -1,0 +1,191 @@
+"""The clients concern: connections, registry, liveness checks and purging."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rportd.auth.throttle import IpBan, LoginWait
+from rportd.clients.connection import ChannelHandler, ClientConnection, RequestHandler
+from rportd.clients.credentials import ClientCredentials
+from rportd.clients.model import Client
+from rportd.clients.registry import ClientRegistry
+from rportd.gotypes import format_time, utcnow
+from rportd.tunnels.service import version_at_least
+from rportd.wire.messages import ConnectionRequest, Remote
+from rportd.wire.ssh import RequestFailed, RportServerConnection
+
+log = logging.getLogger(__name__)
+
+PING_PARALLELISM = 100
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Connection-level ``[server]`` settings."""
+
+    server_version: str
+    monitoring_enabled: bool = True
+    max_request_bytes_client: int = 524288
+    check_clients_connection_interval: float = 300.0
+    check_clients_connection_timeout: float = 30.0
+    purge_disconnected_clients_interval: float = 60.0
+    new_connection_wait: float = 300.0
+    request_timeout: float = 60.0
+
+
+@dataclass
+class Admission:
+    """Whether this node accepts clients now (HA); ``None`` reason = accept."""
+
+    refusal: Callable[[], str | None] = field(default=lambda: None)
+
+
+class ClientService:
+    """Everything about client connections, for the rest of the server."""
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        credentials: ClientCredentials,
+        registry: ClientRegistry,
+        login_wait: LoginWait,
+        ip_ban: IpBan,
+    ) -> None:
+        self.settings = settings
+        self.credentials = credentials
+        self.registry = registry
+        self.login_wait = login_wait
+        self.ip_ban = ip_ban
+        self.request_handlers: dict[str, RequestHandler] = {
+            "updates_status": self._updates_status,
+            "ip_addresses": self._ip_addresses,
+            "save_measurement": lambda conn, payload: None,
+        }
+        self.channel_handlers: dict[str, ChannelHandler] = {}
+        self.disconnect_listeners: list[Callable[[Client], None]] = []
+        self.connect_listeners: list[Callable[[Client], None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- connections ---------------------------------------------------------------
+
+    def connection_factory(self, ssh: RportServerConnection, ip: str) -> ClientConnection:
+        """Owner for a new SSH connection (used by the client listener)."""
+        return ClientConnection(ssh, ip, self)
+
+    async def register(
+        self, conn: ClientConnection, request: ConnectionRequest
+    ) -> tuple[Client, list[Remote]]:
+        conn.ssh.expect_stray_ping_reply = not version_at_least(
+            request.version, (0, 9, 7)
+        ) and version_at_least(request.version, (0, 8, 2))
+        client, remotes = await self.registry.register(conn, conn.auth_id, request)
+        for listener in self.connect_listeners:
+            listener(client)
+        return client, remotes
+
+    def on_disconnect(self, conn: ClientConnection, client: Client) -> None:
+        was_connected = client.connection is conn
+        self.registry.disconnect(conn, client)
+        if was_connected:
+            log.info("client %s (%s) disconnected", client.id, client.name)
+            for listener in self.disconnect_listeners:
+                listener(client)
+
+    def close_all(self) -> None:
+        for client in list(self.registry.connected()):
+            if client.connection is not None:
+                client.connection.close()
+
+    # --- client reports ------------------------------------------------------------
+
+    def _updates_status(self, conn: ClientConnection, payload: bytes) -> None:
+        status = _json_object(payload)
+        if status is not None and conn.client is not None:
+            conn.client.updates_status = status
+            self.registry.save(conn.client)
+
+    def _ip_addresses(self, conn: ClientConnection, payload: bytes) -> None:
+        addresses = _json_object(payload)
+        if addresses is not None and conn.client is not None:
+            addresses["updated_at"] = format_time(utcnow())
+            conn.client.ext_ip_addresses = addresses
+            self.registry.save(conn.client)
+
+    # --- background duties -----------------------------------------------------------
+
+    def start(self, *, purge: bool) -> None:
+        """Start the liveness checker and, if enabled, the purger."""
+        self._tasks.append(asyncio.create_task(self._check_connections(), name="liveness"))
+        if purge:
+            self._tasks.append(asyncio.create_task(self._purge(), name="purge-clients"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _check_connections(self) -> None:
+        interval = self.settings.check_clients_connection_interval
+        while True:
+            await asyncio.sleep(interval)
+            started = time.monotonic()
+            checked = await self.check_connections()
+            log.debug("checked %d client connections in %.1fs", checked, time.monotonic() - started)
+
+    async def check_connections(self) -> int:
+        """Ping connected clients that have been quiet; drop the dead ones (§8.2)."""
+        interval = self.settings.check_clients_connection_interval
+        cutoff = utcnow().timestamp() - (interval - 10)
+        quiet = [
+            c
+            for c in self.registry.connected()
+            if c.last_heartbeat_at is None or c.last_heartbeat_at.timestamp() < cutoff
+        ]
+        gate = asyncio.Semaphore(PING_PARALLELISM)
+
+        async def check(client: Client) -> None:
+            async with gate:
+                await self._ping(client)
+
+        await asyncio.gather(*(check(c) for c in quiet))
+        return len(quiet)
+
+    async def _ping(self, client: Client) -> None:
+        conn = client.connection
+        if conn is None:
+            return
+        alive = False
+        try:
+            reply = await conn.ping(self.settings.check_clients_connection_timeout)
+            alive = reply in (b"", b"null")
+        except RequestFailed as exc:
+            alive = exc.text == "unknown request"
+        except (TimeoutError, Exception) as exc:
+            log.info("client %s did not answer ping: %r", client.id, exc)
+        if alive:
+            client.last_heartbeat_at = utcnow()
+        elif client.connection is conn:
+            log.info("closing connection of unresponsive client %s", client.id)
+            self.on_disconnect(conn, client)
+            conn.close()
+
+    async def _purge(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.purge_disconnected_clients_interval)
+            removed = self.registry.purge()
+            if removed:
+                log.info("purged %d disconnected clients", removed)
+
+
+def _json_object(payload: bytes) -> dict[str, object] | None:
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
