@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 from rportd.store.database import Database
+from rportd.store.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -155,27 +153,9 @@ class FileCredentials(ClientCredentials):
 
     async def _write(self, entries: dict[str, str]) -> None:
         text = json.dumps(entries, indent="\t", ensure_ascii=False) + "\n"
-        self._mtime = await asyncio.to_thread(_atomic_write, self.path, text)
+        self._mtime = await asyncio.to_thread(atomic_write_text, self.path, text)
         self._entries = entries
         self._checked_at = time.monotonic()
-
-
-def _atomic_write(path: Path, text: str) -> float:
-    """Write ``text`` to ``path`` via a temp file and rename; return the new mtime."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path.stat().st_mtime
 
 
 def quote_identifier(name: str) -> str:

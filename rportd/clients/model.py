@@ -16,43 +16,43 @@ if TYPE_CHECKING:
 CONNECTED = "connected"
 DISCONNECTED = "disconnected"
 
-# API keys of a client, in upstream's order (api.md §5.4).
-CLIENT_FIELDS = (
-    "id",
-    "name",
-    "os",
-    "os_arch",
-    "os_family",
-    "os_kernel",
-    "os_full_name",
-    "os_version",
-    "os_virtualization_system",
-    "os_virtualization_role",
-    "cpu_family",
-    "cpu_model",
-    "cpu_model_name",
-    "cpu_vendor",
-    "num_cpus",
-    "mem_total",
-    "timezone",
-    "hostname",
-    "ipv4",
-    "ipv6",
-    "tags",
-    "labels",
-    "version",
-    "address",
-    "tunnels",
-    "disconnected_at",
-    "last_heartbeat_at",
-    "client_auth_id",
-    "allowed_user_groups",
-    "updates_status",
-    "ext_ip_addresses",
-    "client_configuration",
-    "groups",
-    "connection_state",
-)
+# ``fields[clients]`` names in upstream's payload order, with the JSON key each selects.
+CLIENT_FIELDS: dict[str, str] = {
+    "id": "id",
+    "name": "name",
+    "address": "address",
+    "hostname": "hostname",
+    "os": "os",
+    "os_full_name": "os_full_name",
+    "os_version": "os_version",
+    "os_arch": "os_arch",
+    "os_family": "os_family",
+    "os_kernel": "os_kernel",
+    "os_virtualization_system": "os_virtualization_system",
+    "os_virtualization_role": "os_virtualization_role",
+    "num_cpus": "num_cpus",
+    "cpu_family": "cpu_family",
+    "cpu_model": "cpu_model",
+    "cpu_model_name": "cpu_model_name",
+    "cpu_vendor": "cpu_vendor",
+    "mem_total": "mem_total",
+    "timezone": "timezone",
+    "client_auth_id": "client_auth_id",
+    "version": "version",
+    "disconnected_at": "disconnected_at",
+    "last_heartbeat_at": "last_heartbeat_at",
+    "connection_state": "connection_state",
+    "ipv4": "ipv4",
+    "ipv6": "ipv6",
+    "tags": "tags",
+    "allowed_user_groups": "allowed_user_groups",
+    "tunnels": "tunnels",
+    "updates_status": "updates_status",
+    "ip_addresses": "ext_ip_addresses",
+    "client_configuration": "client_configuration",
+    "groups": "groups",
+    "labels": "labels",
+}
 
 # Keys of the ``details`` JSON column of ``clients.db`` (storage.md §1).
 _DETAIL_STRINGS = (
@@ -227,41 +227,23 @@ class Client:
             client.next_tunnel_id = max(ids, default=0)
         return client
 
-    def to_api(self, groups: list[str]) -> dict[str, Any]:
-        """The API object with every field (api.md §5.4), in upstream's key order."""
+    def field_value(self, name: str, groups: list[str]) -> Any:
+        """The API value of ``fields[clients]`` name ``name``."""
+        if name == "tunnels":
+            return [t.to_json() for t in self.tunnels]
+        if name in ("disconnected_at", "last_heartbeat_at"):
+            return format_time(getattr(self, name))
+        if name == "ip_addresses":
+            return self.ext_ip_addresses
+        if name == "groups":
+            return groups
+        return getattr(self, name)
+
+    def to_api(self, groups: list[str], fields: list[str] | None = None) -> dict[str, Any]:
+        """The API object (api.md §5.4): every field, or only ``fields``, in upstream's order."""
+        wanted = set(fields) if fields is not None else None
         return {
-            "id": self.id,
-            "name": self.name,
-            "os": self.os,
-            "os_arch": self.os_arch,
-            "os_family": self.os_family,
-            "os_kernel": self.os_kernel,
-            "os_full_name": self.os_full_name,
-            "os_version": self.os_version,
-            "os_virtualization_system": self.os_virtualization_system,
-            "os_virtualization_role": self.os_virtualization_role,
-            "cpu_family": self.cpu_family,
-            "cpu_model": self.cpu_model,
-            "cpu_model_name": self.cpu_model_name,
-            "cpu_vendor": self.cpu_vendor,
-            "num_cpus": self.num_cpus,
-            "mem_total": self.mem_total,
-            "timezone": self.timezone,
-            "hostname": self.hostname,
-            "ipv4": self.ipv4,
-            "ipv6": self.ipv6,
-            "tags": self.tags,
-            "labels": self.labels,
-            "version": self.version,
-            "address": self.address,
-            "tunnels": [t.to_json() for t in self.tunnels],
-            "disconnected_at": format_time(self.disconnected_at),
-            "last_heartbeat_at": format_time(self.last_heartbeat_at),
-            "client_auth_id": self.client_auth_id,
-            "allowed_user_groups": self.allowed_user_groups,
-            "updates_status": self.updates_status,
-            "ext_ip_addresses": self.ext_ip_addresses,
-            "client_configuration": self.client_configuration,
-            "groups": groups,
-            "connection_state": self.connection_state,
+            key: self.field_value(name, groups)
+            for name, key in CLIENT_FIELDS.items()
+            if wanted is None or name in wanted
         }

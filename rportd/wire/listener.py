@@ -8,7 +8,6 @@ Only an upgrade offering subprotocol ``rport-v1`` becomes an SSH connection
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from rportd.httputil import client_ip
 from rportd.wire.ssh import RportServerConnection
 from rportd.wire.websocket import WebSocketTransport, pump
 
@@ -37,24 +37,6 @@ _HOP_HEADERS = frozenset(
         "Host",
     )
 )
-
-
-def client_ip(request: web.BaseRequest) -> str:
-    """The first public address of ``X-Forwarded-For`` + peer, else the first valid one."""
-    candidates = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",")]
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    if peer:
-        candidates.append(str(peer[0]))
-    first_valid = ""
-    for text in candidates:
-        try:
-            addr = ipaddress.ip_address(text)
-        except ValueError:
-            continue
-        if addr.is_global:
-            return text
-        first_valid = first_valid or text
-    return first_valid
 
 
 ConnectionFactory = Callable[[RportServerConnection, str], Any]

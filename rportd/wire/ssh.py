@@ -19,6 +19,7 @@ from typing import Any, Protocol, cast
 import asyncssh
 from asyncssh.connection import SSHServerConnection
 from asyncssh.constants import (
+    MSG_CHANNEL_OPEN,
     MSG_GLOBAL_REQUEST,
     MSG_REQUEST_FAILURE,
     MSG_REQUEST_SUCCESS,
@@ -252,6 +253,16 @@ class RportServerConnection(SSHServerConnection):
             chan.process_open(send_chan, send_window, send_pktsize, session)
         except asyncssh.ChannelOpenError as exc:
             self.send_channel_open_failure(send_chan, exc.code, exc.reason, exc.lang)
+
+    # asyncssh dispatches through a class-level table of plain functions, so the
+    # overrides above only take effect once they are put into our own table.
+    _packet_handlers = {
+        **SSHServerConnection._packet_handlers,
+        MSG_GLOBAL_REQUEST: _process_global_request,
+        MSG_REQUEST_SUCCESS: _process_global_response,
+        MSG_REQUEST_FAILURE: _process_global_response,
+        MSG_CHANNEL_OPEN: _process_channel_open,
+    }
 
     def new_channel(self) -> asyncssh.SSHTCPChannel[bytes]:
         """A raw-bytes channel object for opening or accepting a channel."""

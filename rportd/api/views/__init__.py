@@ -1,1 +1,1 @@
-"""api/views."""
+"""API handlers, one module per resource."""

@@ -1,0 +1,39 @@
+"""The API application: middlewares, typed state and every view's routes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from rportd.api import middlewares
+from rportd.api.context import AUTH_KEY, SERVER_KEY
+from rportd.api.security import Authenticator
+from rportd.api.views import clients, login, status
+
+if TYPE_CHECKING:
+    from rportd.app import RportServer
+
+VIEWS = (login, status, clients)
+
+
+def create_api_app(server: RportServer) -> web.Application:
+    """Build the aiohttp application serving ``/api/v1`` for ``server``."""
+    cfg = server.config.api
+    app = web.Application(
+        client_max_size=cfg.max_request_bytes,
+        middlewares=[middlewares.errors, middlewares.ip_ban, middlewares.authentication],
+    )
+    assert server.users is not None and server.sessions is not None
+    app[SERVER_KEY] = server
+    app[AUTH_KEY] = Authenticator(
+        server.users,
+        server.sessions,
+        server.tokens_issuer,
+        server.api_login_wait,
+        server.api_ip_ban,
+        password_basic_auth=not cfg.two_fa_enabled,
+    )
+    for view in VIEWS:
+        view.setup(app)
+    return app

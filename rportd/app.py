@@ -1,0 +1,333 @@
+"""The central server object: builds every component from the config and runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import ssl
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from rportd import __version__
+from rportd.auth.accounts import AccountService
+from rportd.auth.jwt import TokenIssuer
+from rportd.auth.sessions import ApiSessionStore
+from rportd.auth.throttle import IpBan, LoginWait
+from rportd.auth.users import DbUserStore, FileUserStore, StaticUserStore, User, UserStore
+from rportd.clients.access import ClientAccess
+from rportd.clients.credentials import (
+    ClientCredentials,
+    FileCredentials,
+    StaticCredentials,
+    TableCredentials,
+)
+from rportd.clients.registry import ClientRegistry, RegistrySettings
+from rportd.clients.service import ClientService, ClientSettings
+from rportd.config import Config
+from rportd.store.clients import ClientRepository
+from rportd.store.database import Database
+from rportd.tunnels.ports import PortPool
+from rportd.tunnels.service import TunnelService
+from rportd.wire.hostkey import HostKey
+from rportd.wire.listener import ClientListener
+from rportd.wire.ssh import server_options
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT_FILE = "rportd-fingerprint.txt"
+
+
+class TwoFactorLogin(Protocol):
+    """Second login step (delivered code or TOTP), when configured."""
+
+    async def begin_login(self, request: web.Request, user: User, lifetime: int) -> web.Response:
+        """Answer ``/login`` for a user whose password was right."""
+        ...
+
+
+class StartupError(Exception):
+    """The server cannot start; the message says why and what to change."""
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` too) as a bind address."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+class RportServer:
+    """One rportd node: client listener, API, storage and background duties."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.version = __version__
+        self.data_dir = Path(config.server.data_dir)
+        self.host_key = HostKey(config.server.key_seed)
+        self.fingerprint = self.host_key.fingerprint
+        self.databases: dict[str, Database] = {}
+        self.external_db: Database | None = None
+        self.credentials: ClientCredentials
+        self.users: UserStore | None = None
+        self.sessions: ApiSessionStore | None = None
+        self.tokens_issuer = TokenIssuer(config.api.jwt_secret or secrets.token_urlsafe(32))
+        self.api_login_wait = LoginWait(config.api.user_login_wait)
+        self.api_ip_ban = IpBan(config.api.max_failed_login, config.api.ban_time)
+        self.tunnels = TunnelService(PortPool(config.server.allowed_ports()))
+        self.client_access = ClientAccess()
+        self.accounts: AccountService
+        self.two_factor: TwoFactorLogin | None = None
+        self.clients: ClientService
+        self.listener: ClientListener
+        self.client_address: tuple[str, int] | None = None
+        self.api_address: tuple[str, int] | None = None
+        self._stack = AsyncExitStack()
+        self._stopped = asyncio.Event()
+
+    # --- building ----------------------------------------------------------------
+
+    async def database(self, filename: str, schema: str) -> Database:
+        """Open (once) the SQLite file ``filename`` in ``data_dir``."""
+        if filename not in self.databases:
+            db = Database(self.data_dir / filename, schema, wal=self.config.server.sqlite_wal)
+            await db.open()
+            self.databases[filename] = db
+            self._stack.push_async_callback(db.close)
+        return self.databases[filename]
+
+    async def _open_external_db(self) -> Database | None:
+        cfg = self.config.database
+        if not cfg.db_type:
+            return None
+        if cfg.db_type != "sqlite":
+            raise StartupError(
+                f"[database] db_type = {cfg.db_type!r} is not supported by this server yet: "
+                "use db_type = 'sqlite' with db_name = the path of the SQLite file"
+            )
+        db = Database(cfg.db_name, None, wal=self.config.server.sqlite_wal)
+        try:
+            await db.open()
+        except Exception as exc:
+            raise StartupError(f"cannot open [database] db_name {cfg.db_name!r}: {exc}") from exc
+        self._stack.push_async_callback(db.close)
+        return db
+
+    async def _client_credentials(self) -> ClientCredentials:
+        srv = self.config.server
+        if srv.auth:
+            return StaticCredentials(srv.auth)
+        if srv.auth_file:
+            creds = FileCredentials(srv.auth_file)
+            try:
+                await creds.load()
+            except ValueError as exc:
+                raise StartupError(str(exc)) from exc
+            return creds
+        assert self.external_db is not None
+        table = TableCredentials(self.external_db, srv.auth_table)
+        try:
+            await table.check()
+        except Exception as exc:
+            raise StartupError(
+                f"[server] auth_table {srv.auth_table!r} must have columns id and password: {exc}"
+            ) from exc
+        return table
+
+    async def _user_store(self) -> UserStore | None:
+        api = self.config.api
+        if not api.enabled:
+            return None
+        store: UserStore
+        if api.auth:
+            store = StaticUserStore(api.auth)
+        elif api.auth_file:
+            store = FileUserStore(api.auth_file)
+        else:
+            assert self.external_db is not None
+            store = DbUserStore(
+                self.external_db,
+                api.auth_user_table,
+                api.auth_group_table,
+                api.auth_group_details_table,
+                with_two_fa=bool(api.two_fa_token_delivery),
+                with_totp=api.totp_enabled,
+            )
+        try:
+            await store.load()
+        except Exception as exc:
+            raise StartupError(f"cannot load API users: {exc}") from exc
+        return store
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open storage, load state and start listening."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        cfg = self.config
+        await asyncio.to_thread(self.data_dir.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(
+            (self.data_dir / FINGERPRINT_FILE).write_text, self.fingerprint + "\n"
+        )
+        if not cfg.server.key_seed:
+            log.warning(
+                "no [server] key_seed: the host key is random and its fingerprint changes at "
+                "every start; set key_seed so clients can pin it"
+            )
+        if not cfg.api.jwt_secret and cfg.api.enabled:
+            log.warning("no [api] jwt_secret: API logins end when the server restarts")
+        self.external_db = await self._open_external_db()
+        self.credentials = await self._client_credentials()
+        self.users = await self._user_store()
+
+        clients_db = await self.database("clients.db", "clients")
+        repo = ClientRepository(clients_db)
+        registry = ClientRegistry(
+            repo,
+            RegistrySettings(
+                auth_multiuse_creds=cfg.server.auth_multiuse_creds,
+                equate_clientauthid_clientid=cfg.server.equate_clientauthid_clientid,
+                purge_disconnected_clients=cfg.server.purge_disconnected_clients,
+                keep_disconnected_clients=cfg.server.keep_disconnected_clients,
+            ),
+            self.tunnels,
+        )
+        await registry.load()
+        repo.start()
+        self._stack.push_async_callback(repo.stop)
+        self.clients = ClientService(
+            ClientSettings(
+                server_version=self.version,
+                monitoring_enabled=cfg.monitoring.enabled,
+                max_request_bytes_client=cfg.server.max_request_bytes_client,
+                check_clients_connection_interval=cfg.server.check_clients_connection_interval,
+                check_clients_connection_timeout=cfg.server.check_clients_connection_timeout,
+                purge_disconnected_clients_interval=cfg.server.purge_disconnected_clients_interval,
+            ),
+            self.credentials,
+            registry,
+            LoginWait(cfg.server.client_login_wait),
+            IpBan(cfg.server.max_failed_login, cfg.server.ban_time),
+        )
+        self._stack.push_async_callback(self.tunnels.close)
+
+        if cfg.api.enabled:
+            self.sessions = ApiSessionStore(await self.database("api_sessions.db", "api_sessions"))
+            await self.sessions.load()
+            self.sessions.start()
+            self._stack.push_async_callback(self.sessions.stop)
+            assert self.users is not None
+            self.accounts = AccountService(
+                self.users,
+                self.sessions,
+                password_min_length=cfg.api.password_min_length,
+                zxcvbn_min_score=cfg.api.password_zxcvbn_minscore,
+            )
+
+        self.listener = ClientListener(
+            server_options(self.host_key.ssh_key, login_timeout=60.0),
+            self.clients.connection_factory,
+            is_banned=self.clients.ip_ban.is_banned,
+            max_concurrent_handshakes=cfg.server.max_concurrent_ssh_handshakes,
+            proxy_url=cfg.server.proxy,
+        )
+        self.client_address = await self._serve(self.listener.app, cfg.server.address, None)
+        self.clients.start(purge=cfg.server.purge_disconnected_clients)
+        self._stack.push_async_callback(self.clients.stop)
+        self._stack.callback(self.clients.close_all)
+
+        if cfg.api.enabled:
+            from rportd.api.app import create_api_app
+
+            ssl_ctx = None
+            if cfg.api.cert_file:
+                ssl_ctx = await asyncio.to_thread(
+                    _server_ssl_context, cfg.api.cert_file, cfg.api.key_file, cfg.api.tls_min
+                )
+            self.api_address = await self._serve(create_api_app(self), cfg.api.address, ssl_ctx)
+        log.info(
+            "rportd %s listening for clients on %s (fingerprint %s)%s",
+            self.version,
+            "{}:{}".format(*self.client_address),
+            self.fingerprint,
+            ", API on {}:{}".format(*self.api_address) if self.api_address else "",
+        )
+
+    async def _serve(
+        self, app: web.Application, address: str, ssl_ctx: ssl.SSLContext | None
+    ) -> tuple[str, int]:
+        host, port = split_host_port(address)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+        await runner.setup()
+        self._stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(
+            runner, host, port, ssl_context=ssl_ctx, reuse_address=True, backlog=4096
+        )
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
+        server = site._server
+        assert server is not None
+        sockets: Any = getattr(server, "sockets", None) or []
+        bound = sockets[0].getsockname() if sockets else (host, port)
+        return str(bound[0]), int(bound[1])
+
+    async def reload_users(self) -> None:
+        """Re-read the API user file (SIGUSR1)."""
+        if isinstance(self.users, FileUserStore):
+            try:
+                await self.users.load()
+            except ValueError as exc:
+                log.error("keeping the previous API users: %s", exc)
+            else:
+                log.info("reloaded API users from %s", self.users.path)
+
+    async def stop(self) -> None:
+        """Close listeners, connections and storage."""
+        await self._stack.aclose()
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    @property
+    def connect_urls(self) -> list[str]:
+        return list(self.config.server.url)
+
+    @property
+    def two_fa_delivery_method(self) -> str:
+        api = self.config.api
+        if api.totp_enabled:
+            return "totp_authenticator_app"
+        delivery = api.two_fa_token_delivery
+        if not delivery:
+            return ""
+        if delivery == "smtp":
+            return "email"
+        if delivery == "pushover":
+            return "pushover"
+        if delivery.startswith(("http://", "https://")):
+            return "url"
+        return "script"
+
+
+def _server_ssl_context(cert: str, key: str, tls_min: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if tls_min == "1.3" else ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def running_as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0

@@ -1,0 +1,211 @@
+"""API sessions (``api_sessions.db``), the server-side lifetime of bearer tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from rportd.gotypes import format_db_time, format_time, parse_time, utcnow
+from rportd.store.database import Database, Row
+
+log = logging.getLogger(__name__)
+
+EXTENSION = timedelta(minutes=10)
+DEFAULT_LIFETIME = 600
+MAX_LIFETIME = 90 * 24 * 3600
+
+
+@dataclass
+class ApiSession:
+    """One login's session."""
+
+    session_id: int
+    username: str
+    expires_at: datetime
+    last_access_at: datetime
+    user_agent: str = ""
+    ip_address: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "expires_at": format_time(self.expires_at),
+            "last_access_at": format_time(self.last_access_at),
+            "username": self.username,
+            "user_agent": self.user_agent,
+            "ip_address": self.ip_address,
+        }
+
+    @classmethod
+    def from_row(cls, row: Row) -> ApiSession:
+        return cls(
+            session_id=int(row["session_id"]),
+            username=str(row["username"]),
+            expires_at=parse_time(str(row["expires_at"])) or utcnow(),
+            last_access_at=parse_time(str(row["last_access_at"])) or utcnow(),
+            user_agent=str(row["user_agent"] or ""),
+            ip_address=str(row["ip_address"] or ""),
+        )
+
+
+_UPDATE = (
+    "UPDATE api_sessions SET expires_at = :expires_at, last_access_at = :last_access_at, "
+    "user_agent = :user_agent, ip_address = :ip_address WHERE session_id = :session_id"
+)
+
+
+def _row(session: ApiSession) -> dict[str, Any]:
+    return {
+        "session_id": session.session_id,
+        "expires_at": format_db_time(session.expires_at),
+        "last_access_at": format_db_time(session.last_access_at),
+        "username": session.username,
+        "user_agent": session.user_agent,
+        "ip_address": session.ip_address,
+    }
+
+
+class ApiSessionStore:
+    """Sessions cached in memory; access updates are written in batches, not per request."""
+
+    def __init__(self, db: Database, flush_interval: float = 15.0) -> None:
+        self.db = db
+        self._flush_interval = flush_interval
+        self._cache: dict[int, ApiSession] = {}
+        self._dirty: set[int] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def load(self) -> None:
+        rows = await self.db.fetch_all(
+            "SELECT * FROM api_sessions WHERE DATETIME(expires_at) > DATETIME(:now)",
+            {"now": format_db_time(utcnow())},
+        )
+        self._cache = {int(r["session_id"]): ApiSession.from_row(r) for r in rows}
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="api-sessions")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.flush()
+
+    async def create(
+        self, username: str, lifetime_seconds: int, user_agent: str, ip_address: str
+    ) -> ApiSession:
+        now = utcnow()
+        session = ApiSession(
+            session_id=0,
+            username=username,
+            expires_at=now + timedelta(seconds=lifetime_seconds),
+            last_access_at=now,
+            user_agent=user_agent,
+            ip_address=ip_address,
+        )
+        values = _row(session)
+        del values["session_id"]
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO api_sessions (expires_at, username, last_access_at, user_agent, "
+                "ip_address) VALUES (:expires_at, :username, :last_access_at, :user_agent, "
+                ":ip_address)",
+                values,
+            )
+            row = await tx.fetch_one("SELECT last_insert_rowid() AS id")
+        assert row is not None
+        session.session_id = int(row["id"])
+        self._cache[session.session_id] = session
+        return session
+
+    async def get(self, session_id: int) -> ApiSession | None:
+        """A live session (read through to the DB when it is not cached)."""
+        session = self._cache.get(session_id)
+        if session is None:
+            row = await self.db.fetch_one(
+                "SELECT * FROM api_sessions WHERE session_id = :id", {"id": session_id}
+            )
+            if row is None:
+                return None
+            session = self._cache[session_id] = ApiSession.from_row(row)
+        if session.expires_at <= utcnow():
+            return None
+        return session
+
+    def touch(self, session: ApiSession, user_agent: str, ip_address: str) -> None:
+        """Extend the session and note the access; written by the next flush."""
+        now = utcnow()
+        session.expires_at = max(session.expires_at, now + EXTENSION)
+        session.last_access_at = now
+        session.user_agent = user_agent
+        session.ip_address = ip_address
+        self._dirty.add(session.session_id)
+
+    async def list_for(self, username: str) -> list[ApiSession]:
+        await self.flush()
+        rows = await self.db.fetch_all(
+            "SELECT * FROM api_sessions WHERE username = :u ORDER BY last_access_at",
+            {"u": username},
+        )
+        return [ApiSession.from_row(r) for r in rows]
+
+    async def delete(self, session_id: int) -> bool:
+        self._cache.pop(session_id, None)
+        self._dirty.discard(session_id)
+        return (
+            await self.db.execute(
+                "DELETE FROM api_sessions WHERE session_id = :id", {"id": session_id}
+            )
+            > 0
+        )
+
+    async def delete_for(self, username: str) -> None:
+        for sid in [s.session_id for s in self._cache.values() if s.username == username]:
+            self._cache.pop(sid, None)
+            self._dirty.discard(sid)
+        await self.db.execute("DELETE FROM api_sessions WHERE username = :u", {"u": username})
+
+    async def rename_user(self, old: str, new: str) -> None:
+        for session in self._cache.values():
+            if session.username == old:
+                session.username = new
+        await self.db.execute(
+            "UPDATE api_sessions SET username = :new WHERE username = :old",
+            {"new": new, "old": old},
+        )
+
+    async def flush(self) -> None:
+        if not self._dirty:
+            return
+        ids, self._dirty = self._dirty, set()
+        rows = [_row(self._cache[i]) for i in ids if i in self._cache]
+        async with self.db.transaction() as tx:
+            await tx.execute_many(_UPDATE, rows)
+
+    async def purge_expired(self) -> None:
+        now = utcnow()
+        for sid in [s.session_id for s in self._cache.values() if s.expires_at <= now]:
+            self._cache.pop(sid, None)
+            self._dirty.discard(sid)
+        await self.db.execute(
+            "DELETE FROM api_sessions WHERE DATETIME(expires_at) <= DATETIME(:now)",
+            {"now": format_db_time(now)},
+        )
+
+    async def _run(self) -> None:
+        ticks = 0
+        while True:
+            await asyncio.sleep(self._flush_interval)
+            ticks += 1
+            try:
+                await self.flush()
+                if ticks * self._flush_interval >= 3600:
+                    ticks = 0
+                    await self.purge_expired()
+            except Exception:
+                log.exception("writing api_sessions.db failed")

@@ -1,0 +1,415 @@
+"""API users: the single ``[api] auth`` user, a JSON ``auth_file`` or DB tables."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rportd.clients.credentials import quote_identifier
+from rportd.store.database import Database
+from rportd.store.files import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+ADMIN_GROUP = "Administrators"
+PERMISSIONS = (
+    "tunnels",
+    "scripts",
+    "commands",
+    "vault",
+    "scheduler",
+    "monitoring",
+    "uploads",
+    "auditlog",
+)
+
+SOURCE_STATIC = "Static Credentials"
+SOURCE_FILE = "File"
+SOURCE_DB = "DB"
+
+
+class UserExists(Exception):
+    """Another user with this username already exists."""
+
+
+class UserNotFound(Exception):
+    """No such user."""
+
+
+class UsersReadOnly(Exception):
+    """The user source cannot be changed through the API."""
+
+
+@dataclass
+class User:
+    """An API user as stored (``password`` is a ``$2y$`` hash or plain text)."""
+
+    username: str
+    password: str
+    groups: list[str] = field(default_factory=list)
+    two_fa_send_to: str = ""
+    totp_secret: str = ""
+    password_expired: bool = False
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN_GROUP in self.groups
+
+
+@dataclass
+class UserGroup:
+    """A user group and its function permissions."""
+
+    name: str
+    permissions: dict[str, bool] = field(default_factory=dict)
+    tunnels_restricted: Any = None
+    commands_restricted: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        full = self.name == ADMIN_GROUP
+        return {
+            "name": self.name,
+            "permissions": {p: full or bool(self.permissions.get(p)) for p in PERMISSIONS},
+            "tunnels_restricted": self.tunnels_restricted,
+            "commands_restricted": self.commands_restricted,
+        }
+
+
+class UserStore(ABC):
+    """Where API users come from."""
+
+    source: str
+    writable: bool = True
+    group_permissions_enabled: bool = False
+
+    async def load(self) -> None:  # noqa: B027 - optional hook
+        """Read the source at start (and on SIGUSR1 for files)."""
+
+    @abstractmethod
+    async def get(self, username: str) -> User | None: ...
+
+    @abstractmethod
+    async def list_users(self) -> list[User]: ...
+
+    async def add(self, user: User) -> None:
+        raise UsersReadOnly(self.source)
+
+    async def update(self, username: str, user: User) -> None:
+        """Replace ``username``'s record with ``user`` (which may rename it)."""
+        raise UsersReadOnly(self.source)
+
+    async def delete(self, username: str) -> None:
+        raise UsersReadOnly(self.source)
+
+    async def groups(self) -> list[UserGroup]:
+        """Known groups with permissions (DB with a details table only)."""
+        return []
+
+    async def get_group(self, name: str) -> UserGroup | None:
+        for group in await self.groups():
+            if group.name == name:
+                return group
+        return None
+
+    async def put_group(self, group: UserGroup) -> None:
+        raise UsersReadOnly(self.source)
+
+    async def delete_group(self, name: str) -> None:
+        raise UsersReadOnly(self.source)
+
+    async def effective_permissions(self, user: User) -> dict[str, bool]:
+        """OR of the user's groups' permissions; all true without group permissions."""
+        if not self.group_permissions_enabled or user.is_admin:
+            return dict.fromkeys(PERMISSIONS, True)
+        result = dict.fromkeys(PERMISSIONS, False)
+        for group in await self.groups():
+            if group.name in user.groups:
+                for perm in PERMISSIONS:
+                    result[perm] = result[perm] or bool(group.permissions.get(perm))
+        return result
+
+
+class StaticUserStore(UserStore):
+    """``[api] auth = "user:password"``: one administrator, read-only."""
+
+    source = SOURCE_STATIC
+    writable = False
+
+    def __init__(self, pair: str) -> None:
+        username, _, password = pair.partition(":")
+        self._user = User(username, password, [ADMIN_GROUP])
+
+    async def get(self, username: str) -> User | None:
+        return replace(self._user) if username == self._user.username else None
+
+    async def list_users(self) -> list[User]:
+        return [replace(self._user)]
+
+
+def _user_from_json(obj: Any, path: Path) -> User:
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: every entry must be a JSON object")
+    username = obj.get("username")
+    password = obj.get("password")
+    if not isinstance(username, str) or not username:
+        raise ValueError(f"{path}: every user needs a non-empty 'username'")
+    if not isinstance(password, str) or not password.startswith("$2y$"):
+        raise ValueError(
+            f"{path}: password of {username!r} must be a bcrypt hash starting with $2y$ "
+            "(htpasswd -nbB style)"
+        )
+    groups = obj.get("groups") or []
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise ValueError(f"{path}: 'groups' of {username!r} must be a list of strings")
+    return User(
+        username=username,
+        password=password,
+        groups=list(groups),
+        two_fa_send_to=str(obj.get("two_fa_send_to") or ""),
+        totp_secret=str(obj.get("totp_secret") or ""),
+        password_expired=obj.get("password_expired") is True,
+    )
+
+
+def _user_to_json(user: User) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "username": user.username,
+        "password": user.password,
+        "groups": user.groups,
+    }
+    if user.two_fa_send_to:
+        out["two_fa_send_to"] = user.two_fa_send_to
+    if user.totp_secret:
+        out["totp_secret"] = user.totp_secret
+    if user.password_expired:
+        out["password_expired"] = True
+    return out
+
+
+class FileUserStore(UserStore):
+    """``[api] auth_file``: a JSON array of users, rewritten atomically."""
+
+    source = SOURCE_FILE
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._users: dict[str, User] = {}
+        self._lock = asyncio.Lock()
+
+    async def load(self) -> None:
+        self._users = await asyncio.to_thread(self._read)
+
+    def _read(self) -> dict[str, User]:
+        try:
+            raw = self.path.read_text()
+        except FileNotFoundError:
+            raise ValueError(f"API auth file {self.path} does not exist") from None
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise ValueError(f"API auth file {self.path} is not valid JSON: {exc}") from None
+        if not isinstance(data, list):
+            raise ValueError(f"API auth file {self.path} must hold a JSON array of users")
+        users: dict[str, User] = {}
+        for obj in data:
+            user = _user_from_json(obj, self.path)
+            if user.username in users:
+                raise ValueError(f"{self.path}: username {user.username!r} appears twice")
+            users[user.username] = user
+        return users
+
+    async def _write(self, users: dict[str, User]) -> None:
+        text = json.dumps([_user_to_json(u) for u in users.values()], indent=1) + "\n"
+        await asyncio.to_thread(atomic_write_text, self.path, text)
+        self._users = users
+
+    async def get(self, username: str) -> User | None:
+        user = self._users.get(username)
+        return replace(user, groups=list(user.groups)) if user else None
+
+    async def list_users(self) -> list[User]:
+        return [replace(u, groups=list(u.groups)) for u in self._users.values()]
+
+    async def add(self, user: User) -> None:
+        async with self._lock:
+            if user.username in self._users:
+                raise UserExists(user.username)
+            await self._write({**self._users, user.username: user})
+
+    async def update(self, username: str, user: User) -> None:
+        async with self._lock:
+            if username not in self._users:
+                raise UserNotFound(username)
+            if user.username != username and user.username in self._users:
+                raise UserExists(user.username)
+            users = {(user.username if k == username else k): v for k, v in self._users.items()}
+            users[user.username] = user
+            await self._write(users)
+
+    async def delete(self, username: str) -> None:
+        async with self._lock:
+            if username not in self._users:
+                raise UserNotFound(username)
+            await self._write({k: v for k, v in self._users.items() if k != username})
+
+
+class DbUserStore(UserStore):
+    """Users, memberships and (optionally) group details in ``[database]`` tables."""
+
+    source = SOURCE_DB
+
+    def __init__(
+        self,
+        db: Database,
+        user_table: str,
+        group_table: str,
+        details_table: str = "",
+        *,
+        with_two_fa: bool = False,
+        with_totp: bool = False,
+    ) -> None:
+        self.db = db
+        self.users_t = quote_identifier(user_table)
+        self.groups_t = quote_identifier(group_table)
+        self.details_t = quote_identifier(details_table) if details_table else ""
+        self.group_permissions_enabled = bool(details_table)
+        self._with_two_fa = with_two_fa
+        self._with_totp = with_totp
+
+    def _user_columns(self) -> str:
+        cols = ["username", "password", "password_expired"]
+        if self._with_two_fa:
+            cols.append("two_fa_send_to")
+        if self._with_totp:
+            cols.append("totp_secret")
+        return ", ".join(cols)
+
+    async def load(self) -> None:
+        """Refuse to start when a needed table or column is missing."""
+        await self.db.fetch_all(f"SELECT {self._user_columns()} FROM {self.users_t} LIMIT 0")
+        await self.db.fetch_all(f'SELECT username, "group" FROM {self.groups_t} LIMIT 0')
+        if self.details_t:
+            await self.db.fetch_all(f"SELECT name, permissions FROM {self.details_t} LIMIT 0")
+
+    def _row_to_user(self, row: dict[str, Any], groups: list[str]) -> User:
+        return User(
+            username=str(row["username"]),
+            password=str(row["password"]),
+            groups=groups,
+            two_fa_send_to=str(row.get("two_fa_send_to") or ""),
+            totp_secret=str(row.get("totp_secret") or ""),
+            password_expired=bool(row.get("password_expired")),
+        )
+
+    async def get(self, username: str) -> User | None:
+        row = await self.db.fetch_one(
+            f"SELECT {self._user_columns()} FROM {self.users_t} WHERE username = :u",
+            {"u": username},
+        )
+        if row is None:
+            return None
+        groups = await self.db.fetch_all(
+            f'SELECT "group" FROM {self.groups_t} WHERE username = :u ORDER BY "group"',
+            {"u": username},
+        )
+        return self._row_to_user(row, [str(g["group"]) for g in groups])
+
+    async def list_users(self) -> list[User]:
+        rows = await self.db.fetch_all(
+            f"SELECT {self._user_columns()} FROM {self.users_t} ORDER BY username"
+        )
+        memberships = await self.db.fetch_all(
+            f'SELECT username, "group" FROM {self.groups_t} ORDER BY "group"'
+        )
+        by_user: dict[str, list[str]] = {}
+        for m in memberships:
+            by_user.setdefault(str(m["username"]), []).append(str(m["group"]))
+        return [self._row_to_user(r, by_user.get(str(r["username"]), [])) for r in rows]
+
+    def _user_values(self, user: User) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "username": user.username,
+            "password": user.password,
+            "password_expired": 1 if user.password_expired else 0,
+        }
+        if self._with_two_fa:
+            values["two_fa_send_to"] = user.two_fa_send_to
+        if self._with_totp:
+            values["totp_secret"] = user.totp_secret
+        return values
+
+    async def add(self, user: User) -> None:
+        if await self.get(user.username) is not None:
+            raise UserExists(user.username)
+        values = self._user_values(user)
+        cols = ", ".join(values)
+        params = ", ".join(f":{k}" for k in values)
+        async with self.db.transaction() as tx:
+            await tx.execute(f"INSERT INTO {self.users_t} ({cols}) VALUES ({params})", values)
+            await tx.execute_many(
+                f'INSERT INTO {self.groups_t} (username, "group") VALUES (:u, :g)',
+                [{"u": user.username, "g": g} for g in dict.fromkeys(user.groups)],
+            )
+
+    async def update(self, username: str, user: User) -> None:
+        if await self.get(username) is None:
+            raise UserNotFound(username)
+        if user.username != username and await self.get(user.username) is not None:
+            raise UserExists(user.username)
+        values = self._user_values(user)
+        sets = ", ".join(f"{k} = :{k}" for k in values)
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                f"UPDATE {self.users_t} SET {sets} WHERE username = :old",
+                {**values, "old": username},
+            )
+            await tx.execute(f"DELETE FROM {self.groups_t} WHERE username = :u", {"u": username})
+            await tx.execute_many(
+                f'INSERT INTO {self.groups_t} (username, "group") VALUES (:u, :g)',
+                [{"u": user.username, "g": g} for g in dict.fromkeys(user.groups)],
+            )
+
+    async def delete(self, username: str) -> None:
+        async with self.db.transaction() as tx:
+            deleted = await tx.execute(
+                f"DELETE FROM {self.users_t} WHERE username = :u", {"u": username}
+            )
+            if not deleted:
+                raise UserNotFound(username)
+            await tx.execute(f"DELETE FROM {self.groups_t} WHERE username = :u", {"u": username})
+
+    async def groups(self) -> list[UserGroup]:
+        found: dict[str, UserGroup] = {}
+        if self.details_t:
+            for row in await self.db.fetch_all(
+                f"SELECT name, permissions FROM {self.details_t} ORDER BY name"
+            ):
+                try:
+                    perms = json.loads(row["permissions"] or "{}")
+                except ValueError:
+                    perms = {}
+                found[str(row["name"])] = UserGroup(
+                    str(row["name"]), perms if isinstance(perms, dict) else {}
+                )
+        for row in await self.db.fetch_all(f'SELECT DISTINCT "group" FROM {self.groups_t}'):
+            found.setdefault(str(row["group"]), UserGroup(str(row["group"])))
+        return sorted(found.values(), key=lambda g: g.name)
+
+    async def put_group(self, group: UserGroup) -> None:
+        if not self.details_t:
+            raise UsersReadOnly("group details table not configured")
+        await self.db.execute(
+            f"REPLACE INTO {self.details_t} (name, permissions) VALUES (:n, :p)",
+            {"n": group.name, "p": json.dumps(group.permissions)},
+        )
+
+    async def delete_group(self, name: str) -> None:
+        async with self.db.transaction() as tx:
+            if self.details_t:
+                await tx.execute(f"DELETE FROM {self.details_t} WHERE name = :n", {"n": name})
+            await tx.execute(f'DELETE FROM {self.groups_t} WHERE "group" = :n', {"n": name})
