@@ -1,0 +1,34 @@
+# The two set-up commands of the README:
+#   make run   - install and run rportd on its embedded defaults (localhost only)
+#   make test  - install what the tests need, then lint, type-check and test
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+.PHONY: run test lint typecheck unit install clean
+
+$(BIN)/rportd: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(BIN)/rportd
+
+install: $(BIN)/rportd
+
+run: install
+	$(BIN)/rportd
+
+lint: install
+	$(BIN)/ruff check rportd tests bench
+	$(BIN)/ruff format --check rportd tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,134 @@
+"""Shared fixtures: a real rportd on 127.0.0.1 ephemeral ports, and an API client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from rportd.app import RportServer
+from rportd.config import load_config
+
+KEY_SEED = "test-key-seed"
+ADMIN = ("admin", "admin-password-123")
+CLIENT_AUTH = ("client1", "secret-1")
+
+
+def server_config(tmp_path: Path, **sections: dict[str, Any]) -> Any:
+    """A config for a test server: defaults below, overridden per section."""
+    overrides: dict[str, dict[str, Any]] = {
+        "server": {
+            "address": "127.0.0.1:0",
+            "data_dir": str(tmp_path / "data"),
+            "key_seed": KEY_SEED,
+            "auth": ":".join(CLIENT_AUTH),
+            "used_ports": ["31000-31999"],
+            "allow_root": True,
+        },
+        "api": {
+            "address": "127.0.0.1:0",
+            "auth": ":".join(ADMIN),
+            "jwt_secret": "test-jwt-secret",
+            "user_login_wait": 0,
+        },
+        "logging": {"log_level": "debug"},
+    }
+    for section, values in sections.items():
+        base = overrides.setdefault(section, {})
+        for key, value in values.items():
+            if value is None:
+                base.pop(key, None)
+            else:
+                base[key] = value
+    return load_config(None, overrides, search_cwd=False)
+
+
+class Api:
+    """A tiny API client returning ``(status, parsed JSON or text)``."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str, auth: tuple[str, str] | None):
+        self.session = session
+        self.base = base
+        self.headers: dict[str, str] = (
+            {"Authorization": aiohttp.encode_basic_auth(*auth)} if auth else {}
+        )
+
+    def as_user(self, username: str, password: str) -> Api:
+        return Api(self.session, self.base, (username, password))
+
+    def with_token(self, token: str) -> Api:
+        api = Api(self.session, self.base, None)
+        api.headers = {"Authorization": f"Bearer {token}"}
+        return api
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        async with self.session.request(
+            method, self.base + path, headers=headers, **kwargs
+        ) as resp:
+            text = await resp.text()
+            try:
+                return resp.status, json.loads(text) if text else None
+            except ValueError:
+                return resp.status, text
+
+    async def get(self, path: str, **kw: Any) -> tuple[int, Any]:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, **kw: Any) -> tuple[int, Any]:
+        return await self.request("POST", path, **kw)
+
+    async def put(self, path: str, **kw: Any) -> tuple[int, Any]:
+        return await self.request("PUT", path, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> tuple[int, Any]:
+        return await self.request("DELETE", path, **kw)
+
+
+ServerFactory = Callable[..., Awaitable[RportServer]]
+
+
+@pytest.fixture
+async def make_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
+    """Start servers (each with its own data dir); all are stopped at the end."""
+    started: list[RportServer] = []
+
+    async def factory(name: str = "node", **sections: dict[str, Any]) -> RportServer:
+        server = RportServer(server_config(tmp_path / name, **sections))
+        await server.start()
+        started.append(server)
+        return server
+
+    yield factory
+    for server in reversed(started):
+        await server.stop()
+
+
+@pytest.fixture
+async def server(make_server: ServerFactory) -> RportServer:
+    return await make_server()
+
+
+def client_url(server: RportServer) -> str:
+    assert server.client_address is not None
+    return "http://{}:{}".format(*server.client_address)
+
+
+def api_base(server: RportServer) -> str:
+    assert server.api_address is not None
+    return "http://{}:{}/api/v1".format(*server.api_address)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+def api(server: RportServer, http: aiohttp.ClientSession) -> Api:
+    return Api(http, api_base(server), ADMIN)
