@@ -26,6 +26,4 @@ def set_identity(request: web.Request, identity: Identity) -> None:
 
 def identity_of(request: web.Request) -> Identity:
     """The authenticated caller (set by the auth middleware)."""
-    identity = request.get(_IDENTITY)
-    assert identity is not None, "route is not behind authentication"
-    return identity
+    return request[_IDENTITY]

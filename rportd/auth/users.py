@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from rportd.clients.credentials import quote_identifier
-from rportd.store.database import Database
+from rportd.store.changes import NULL_SINK, ChangeSink, Document
+from rportd.store.database import Database, Transaction
 from rportd.store.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -80,12 +81,68 @@ class UserGroup:
         }
 
 
+def user_document(user: User) -> Document:
+    """A user as a replicated document."""
+    return {
+        "username": user.username,
+        "password": user.password,
+        "groups": list(user.groups),
+        "two_fa_send_to": user.two_fa_send_to,
+        "totp_secret": user.totp_secret,
+        "password_expired": user.password_expired,
+    }
+
+
+def user_from_document(doc: Document) -> User:
+    return User(
+        username=str(doc["username"]),
+        password=str(doc["password"]),
+        groups=[str(g) for g in doc.get("groups") or []],
+        two_fa_send_to=str(doc.get("two_fa_send_to") or ""),
+        totp_secret=str(doc.get("totp_secret") or ""),
+        password_expired=bool(doc.get("password_expired")),
+    )
+
+
 class UserStore(ABC):
-    """Where API users come from."""
+    """Where API users come from.
+
+    Writable sources are replicated: dataset ``api_users`` (documents by
+    username) and, with group details, ``api_user_groups`` (by group name).
+    """
 
     source: str
     writable: bool = True
     group_permissions_enabled: bool = False
+    dataset = "api_users"
+    groups_dataset = "api_user_groups"
+    changes: ChangeSink = NULL_SINK
+
+    async def _recorded(
+        self, tx: Transaction | None, old_name: str | None, user: User | None
+    ) -> None:
+        """Record a user change (a rename is a delete plus an upsert)."""
+        if old_name is not None and (user is None or user.username != old_name):
+            await self.changes.record(tx, self.dataset, old_name, None)
+        if user is not None:
+            await self.changes.record(tx, self.dataset, user.username, user_document(user))
+
+    async def put_user(self, username: str, user: User | None) -> None:
+        """Set or remove a user without recording a change (replication)."""
+        raise UsersReadOnly(self.source)
+
+    async def snapshot(self) -> dict[str, Document]:
+        return {u.username: user_document(u) for u in await self.list_users()}
+
+    async def apply(self, key: str, doc: Document | None) -> None:
+        await self.put_user(key, None if doc is None else user_from_document(doc))
+
+    async def restore(self, docs: dict[str, Document]) -> None:
+        current = {u.username for u in await self.list_users()}
+        for name in current - set(docs):
+            await self.put_user(name, None)
+        for name, doc in docs.items():
+            await self.put_user(name, user_from_document(doc))
 
     async def load(self) -> None:  # noqa: B027 - optional hook
         """Read the source at start (and on SIGUSR1 for files)."""
@@ -240,6 +297,7 @@ class FileUserStore(UserStore):
             if user.username in self._users:
                 raise UserExists(user.username)
             await self._write({**self._users, user.username: user})
+            await self._recorded(None, None, user)
 
     async def update(self, username: str, user: User) -> None:
         async with self._lock:
@@ -250,12 +308,21 @@ class FileUserStore(UserStore):
             users = {(user.username if k == username else k): v for k, v in self._users.items()}
             users[user.username] = user
             await self._write(users)
+            await self._recorded(None, username, user)
 
     async def delete(self, username: str) -> None:
         async with self._lock:
             if username not in self._users:
                 raise UserNotFound(username)
             await self._write({k: v for k, v in self._users.items() if k != username})
+            await self._recorded(None, username, None)
+
+    async def put_user(self, username: str, user: User | None) -> None:
+        async with self._lock:
+            users = {k: v for k, v in self._users.items() if k != username}
+            if user is not None:
+                users[user.username] = user
+            await self._write(users)
 
 
 class DbUserStore(UserStore):
@@ -355,6 +422,7 @@ class DbUserStore(UserStore):
                 f'INSERT INTO {self.groups_t} (username, "group") VALUES (:u, :g)',
                 [{"u": user.username, "g": g} for g in dict.fromkeys(user.groups)],
             )
+            await self._recorded(tx, None, user)
 
     async def update(self, username: str, user: User) -> None:
         if await self.get(username) is None:
@@ -373,6 +441,7 @@ class DbUserStore(UserStore):
                 f'INSERT INTO {self.groups_t} (username, "group") VALUES (:u, :g)',
                 [{"u": user.username, "g": g} for g in dict.fromkeys(user.groups)],
             )
+            await self._recorded(tx, username, user)
 
     async def delete(self, username: str) -> None:
         async with self.db.transaction() as tx:
@@ -382,6 +451,22 @@ class DbUserStore(UserStore):
             if not deleted:
                 raise UserNotFound(username)
             await tx.execute(f"DELETE FROM {self.groups_t} WHERE username = :u", {"u": username})
+            await self._recorded(tx, username, None)
+
+    async def put_user(self, username: str, user: User | None) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute(f"DELETE FROM {self.users_t} WHERE username = :u", {"u": username})
+            await tx.execute(f"DELETE FROM {self.groups_t} WHERE username = :u", {"u": username})
+            if user is None:
+                return
+            values = self._user_values(user)
+            cols = ", ".join(values)
+            params = ", ".join(f":{k}" for k in values)
+            await tx.execute(f"INSERT INTO {self.users_t} ({cols}) VALUES ({params})", values)
+            await tx.execute_many(
+                f'INSERT INTO {self.groups_t} (username, "group") VALUES (:u, :g)',
+                [{"u": user.username, "g": g} for g in dict.fromkeys(user.groups)],
+            )
 
     async def groups(self) -> list[UserGroup]:
         found: dict[str, UserGroup] = {}
@@ -403,13 +488,38 @@ class DbUserStore(UserStore):
     async def put_group(self, group: UserGroup) -> None:
         if not self.details_t:
             raise UsersReadOnly("group details table not configured")
-        await self.db.execute(
-            f"REPLACE INTO {self.details_t} (name, permissions) VALUES (:n, :p)",
-            {"n": group.name, "p": json.dumps(group.permissions)},
-        )
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                f"REPLACE INTO {self.details_t} (name, permissions) VALUES (:n, :p)",
+                {"n": group.name, "p": json.dumps(group.permissions)},
+            )
+            await self.changes.record(
+                tx, self.groups_dataset, group.name, {"permissions": group.permissions}
+            )
 
     async def delete_group(self, name: str) -> None:
         async with self.db.transaction() as tx:
             if self.details_t:
                 await tx.execute(f"DELETE FROM {self.details_t} WHERE name = :n", {"n": name})
+            members = await tx.fetch_all(
+                f'SELECT username FROM {self.groups_t} WHERE "group" = :n', {"n": name}
+            )
             await tx.execute(f'DELETE FROM {self.groups_t} WHERE "group" = :n', {"n": name})
+            await self.changes.record(tx, self.groups_dataset, name, None)
+            for member in members:
+                user = await self._get_in(tx, str(member["username"]))
+                if user is not None:
+                    await self._recorded(tx, user.username, user)
+
+    async def _get_in(self, tx: Transaction, username: str) -> User | None:
+        row = await tx.fetch_one(
+            f"SELECT {self._user_columns()} FROM {self.users_t} WHERE username = :u",
+            {"u": username},
+        )
+        if row is None:
+            return None
+        groups = await tx.fetch_all(
+            f'SELECT "group" FROM {self.groups_t} WHERE username = :u ORDER BY "group"',
+            {"u": username},
+        )
+        return self._row_to_user(row, [str(g["group"]) for g in groups])

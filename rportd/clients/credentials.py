@@ -9,6 +9,7 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from rportd.store.changes import NULL_SINK, ChangeSink, Document
 from rportd.store.database import Database
 from rportd.store.files import atomic_write_text
 
@@ -28,10 +29,16 @@ class CredentialsReadOnly(Exception):
 
 
 class ClientCredentials(ABC):
-    """Where client auth ids and their passwords come from."""
+    """Where client auth ids and their passwords come from.
+
+    Writable sources are replicated (dataset ``client_auth``, documents
+    ``{"password": ...}`` keyed by auth id) through :attr:`changes`.
+    """
 
     source: str
     writable: bool = False
+    dataset = "client_auth"
+    changes: ChangeSink = NULL_SINK
 
     @abstractmethod
     async def lookup(self, auth_id: str) -> str | None:
@@ -48,8 +55,22 @@ class ClientCredentials(ABC):
         raise CredentialsReadOnly(self.source)
 
     async def replace_all(self, pairs: dict[str, str]) -> None:
-        """Replace the whole set (replication snapshots)."""
+        """Replace the whole set without recording a change."""
         raise CredentialsReadOnly(self.source)
+
+    async def put(self, auth_id: str, password: str | None) -> None:
+        """Set or (``None``) remove one credential without recording a change."""
+        raise CredentialsReadOnly(self.source)
+
+    # ReplicatedDataset
+    async def snapshot(self) -> dict[str, Document]:
+        return {k: {"password": v} for k, v in await self.list_all()}
+
+    async def apply(self, key: str, doc: Document | None) -> None:
+        await self.put(key, None if doc is None else str(doc["password"]))
+
+    async def restore(self, docs: dict[str, Document]) -> None:
+        await self.replace_all({k: str(d["password"]) for k, d in docs.items()})
 
 
 class StaticCredentials(ClientCredentials):
@@ -136,6 +157,7 @@ class FileCredentials(ClientCredentials):
             if auth_id in self._entries:
                 raise CredentialExists(auth_id)
             await self._write({**self._entries, auth_id: password})
+            await self.changes.record(None, self.dataset, auth_id, {"password": password})
 
     async def delete(self, auth_id: str) -> bool:
         async with self._lock:
@@ -145,7 +167,18 @@ class FileCredentials(ClientCredentials):
             entries = dict(self._entries)
             del entries[auth_id]
             await self._write(entries)
+            await self.changes.record(None, self.dataset, auth_id, None)
             return True
+
+    async def put(self, auth_id: str, password: str | None) -> None:
+        async with self._lock:
+            await self.load()
+            entries = dict(self._entries)
+            if password is None:
+                entries.pop(auth_id, None)
+            else:
+                entries[auth_id] = password
+            await self._write(entries)
 
     async def replace_all(self, pairs: dict[str, str]) -> None:
         async with self._lock:
@@ -188,20 +221,35 @@ class TableCredentials(ClientCredentials):
         return [(str(r["id"]), str(r["password"])) for r in rows]
 
     async def add(self, auth_id: str, password: str) -> None:
+        if await self.lookup(auth_id) is not None:
+            raise CredentialExists(auth_id)
         try:
-            await self.db.execute(
-                f"INSERT INTO {self.table} (id, password) VALUES (:id, :pw)",
-                {"id": auth_id, "pw": password},
-            )
+            async with self.db.transaction() as tx:
+                await tx.execute(
+                    f"INSERT INTO {self.table} (id, password) VALUES (:id, :pw)",
+                    {"id": auth_id, "pw": password},
+                )
+                await self.changes.record(tx, self.dataset, auth_id, {"password": password})
         except Exception as exc:
             if "UNIQUE" in str(exc) or "constraint" in str(exc).lower():
                 raise CredentialExists(auth_id) from None
             raise
 
     async def delete(self, auth_id: str) -> bool:
-        return (
-            await self.db.execute(f"DELETE FROM {self.table} WHERE id = :id", {"id": auth_id})
-        ) > 0
+        async with self.db.transaction() as tx:
+            deleted = await tx.execute(f"DELETE FROM {self.table} WHERE id = :id", {"id": auth_id})
+            if deleted:
+                await self.changes.record(tx, self.dataset, auth_id, None)
+        return deleted > 0
+
+    async def put(self, auth_id: str, password: str | None) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute(f"DELETE FROM {self.table} WHERE id = :id", {"id": auth_id})
+            if password is not None:
+                await tx.execute(
+                    f"INSERT INTO {self.table} (id, password) VALUES (:id, :pw)",
+                    {"id": auth_id, "pw": password},
+                )
 
     async def replace_all(self, pairs: dict[str, str]) -> None:
         async with self.db.transaction() as tx:

@@ -1,0 +1,59 @@
+"""The one write path of replicated data.
+
+Every store holding data an operator creates (client credentials, users and
+groups, API tokens, client groups, library, stored tunnels, ...) is a
+:class:`ReplicatedDataset`: a set of JSON documents by key. Each write calls
+:meth:`ChangeSink.record` with the document as it now is (``None`` once
+deleted), inside the same SQLite transaction as the data when there is one.
+High availability installs a sink that keeps a change log and ships it to
+secondaries; on a standalone server the sink does nothing.
+
+A secondary applies replicated changes through :meth:`ReplicatedDataset.apply`,
+which writes the data without recording it again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from rportd.store.database import Transaction
+
+Document = dict[str, Any]
+
+
+class ChangeSink(Protocol):
+    """Receives every change of replicated data."""
+
+    async def record(
+        self, tx: Transaction | None, dataset: str, key: str, doc: Document | None
+    ) -> None:
+        """Note that ``dataset[key]`` is now ``doc`` (``None``: deleted)."""
+
+
+class NullSink:
+    """The sink of a standalone server: changes go nowhere."""
+
+    async def record(
+        self, tx: Transaction | None, dataset: str, key: str, doc: Document | None
+    ) -> None:
+        return None
+
+
+NULL_SINK = NullSink()
+
+
+class ReplicatedDataset(Protocol):
+    """A store whose content secondaries copy from the primary."""
+
+    @property
+    def dataset(self) -> str:
+        """Stable name of the data set (e.g. ``client_auth``)."""
+
+    async def snapshot(self) -> dict[str, Document]:
+        """Every document by key, consistent at one point in time."""
+
+    async def apply(self, key: str, doc: Document | None) -> None:
+        """Write a replicated change (``None`` deletes) without recording it."""
+
+    async def restore(self, docs: dict[str, Document]) -> None:
+        """Replace the whole content with a snapshot (without recording it)."""
