@@ -29,6 +29,7 @@ from rportd.clients.credentials import (
 from rportd.clients.registry import ClientRegistry, RegistrySettings
 from rportd.clients.service import ClientService, ClientSettings
 from rportd.config import Config
+from rportd.monitoring.store import MeasurementStore
 from rportd.store.clients import ClientRepository
 from rportd.store.database import Database
 from rportd.tunnels.ports import PortPool
@@ -80,6 +81,7 @@ class RportServer:
         self.api_ip_ban = IpBan(config.api.max_failed_login, config.api.ban_time)
         self.tunnels = TunnelService(PortPool(config.server.allowed_ports()))
         self.client_access = ClientAccess()
+        self.measurements: MeasurementStore | None = None
         self.accounts: AccountService
         self.two_factor: TwoFactorLogin | None = None
         self.clients: ClientService
@@ -220,6 +222,17 @@ class RportServer:
             IpBan(cfg.server.max_failed_login, cfg.server.ban_time),
         )
         self._stack.push_async_callback(self.tunnels.close)
+        if cfg.monitoring.enabled:
+            self.measurements = MeasurementStore(
+                await self.database("monitoring.db", "monitoring"),
+                cfg.monitoring.data_storage_duration,
+            )
+            self.measurements.start()
+            self._stack.push_async_callback(self.measurements.stop)
+            measurements = self.measurements
+            self.clients.request_handlers["save_measurement"] = lambda conn, payload: (
+                measurements.add(conn.client.id, payload) if conn.client else None
+            )
 
         if cfg.api.enabled:
             self.sessions = ApiSessionStore(await self.database("api_sessions.db", "api_sessions"))

@@ -167,9 +167,11 @@ class ClientRegistry:
         try:
             await self.tunnels.start_client_tunnels(client, conn, remotes)
         except BaseException as exc:
+            # The tunnel service words its errors as upstream does (port refusals
+            # as they are, start failures as "unable to start tunnel: ...").
             self.disconnect(conn, client)
             if isinstance(exc, Exception):
-                raise RegistrationError(f"unable to start tunnel: {exc}") from None
+                raise RegistrationError(str(exc)) from None
             raise
         self.repo.save(client)
         return client, remotes

@@ -1,0 +1,1 @@
+"""Client measurements (``save_measurement``) kept in ``monitoring.db``."""
