@@ -23,7 +23,8 @@ CREATE TABLE clients (
     details TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX idx_disconnected_client ON clients (disconnected_at DESC, client_auth_id);
-CREATE INDEX idx_disconnected_time_client ON clients (DATETIME(disconnected_at) DESC, client_auth_id);
+CREATE INDEX idx_disconnected_time_client
+    ON clients (DATETIME(disconnected_at) DESC, client_auth_id);
 CREATE TABLE stored_tunnels (
     id TEXT PRIMARY KEY NOT NULL,
     client_id TEXT NOT NULL REFERENCES clients(id) ON DELETE CASCADE,
@@ -98,7 +99,12 @@ def make_upstream_clients_db(path: Path) -> None:
     db = sqlite3.connect(path)
     db.executescript(UPSTREAM_SCHEMA)
     rows = [
-        ("web01", "client1", "2024-05-01 10:00:00.123456789+00:00", details("web01", "linux", ["web", "prod"])),
+        (
+            "web01",
+            "client1",
+            "2024-05-01 10:00:00.123456789+00:00",
+            details("web01", "linux", ["web", "prod"]),
+        ),
         ("db01", "client1", "2024-05-02 11:30:00+00:00", details("db01", "linux", ["db", "prod"])),
         ("win01", "client2", None, details("win01", "windows", ["desktop"])),
         ("alpha", "client3", "2024-04-30 08:00:00+00:00", details("alpha", "linux", [])),
@@ -112,7 +118,9 @@ def make_upstream_clients_db(path: Path) -> None:
 
 
 @pytest.fixture
-async def upstream_api(tmp_path: Path, make_server: ServerFactory, http: aiohttp.ClientSession) -> Api:
+async def upstream_api(
+    tmp_path: Path, make_server: ServerFactory, http: aiohttp.ClientSession
+) -> Api:
     make_upstream_clients_db(tmp_path / "node" / "data" / "clients.db")
     server = await make_server()
     return Api(http, api_base(server), ADMIN)
@@ -161,7 +169,8 @@ async def test_filter_sort_paginate_and_fields(upstream_api: Api) -> None:
     ]
 
     status, body = await upstream_api.get(
-        "/clients", params={"filter[os_kernel]": "windows,LINUX", "page[limit]": "2", "page[offset]": "1"}
+        "/clients",
+        params={"filter[os_kernel]": "windows,LINUX", "page[limit]": "2", "page[offset]": "1"},
     )
     assert body["meta"]["count"] == 4
     assert [c["id"] for c in body["data"]] == ["db01", "web01"]
@@ -176,7 +185,8 @@ async def test_filter_sort_paginate_and_fields(upstream_api: Api) -> None:
     assert [c["id"] for c in body["data"]] == ["web01"]
 
     status, body = await upstream_api.get(
-        "/clients", params={"filter[connection_state]": "disconnected", "filter[client_auth_id]": "client1"}
+        "/clients",
+        params={"filter[connection_state]": "disconnected", "filter[client_auth_id]": "client1"},
     )
     assert [c["id"] for c in body["data"]] == ["db01", "web01"]
 
@@ -214,7 +224,9 @@ async def test_delete_disconnected_client(upstream_api: Api) -> None:
     assert body["errors"][0]["title"] == 'Client with id="alpha" not found.'
 
 
-async def test_deletion_reaches_the_file(tmp_path: Path, make_server: ServerFactory, http: aiohttp.ClientSession) -> None:
+async def test_deletion_reaches_the_file(
+    tmp_path: Path, make_server: ServerFactory, http: aiohttp.ClientSession
+) -> None:
     db_path = tmp_path / "node" / "data" / "clients.db"
     make_upstream_clients_db(db_path)
     server = await make_server()
