@@ -188,6 +188,8 @@ class RportServer:
             )
         if not cfg.api.jwt_secret and cfg.api.enabled:
             log.warning("no [api] jwt_secret: API logins end when the server restarts")
+        elif cfg.api.enabled and self.tokens_issuer.weak:
+            log.warning("[api] jwt_secret is shorter than 32 bytes; a longer one is safer")
         self.external_db = await self._open_external_db()
         self.credentials = await self._client_credentials()
         self.users = await self._user_store()

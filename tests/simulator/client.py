@@ -527,24 +527,27 @@ class RportClientSim:
     async def stop(self) -> None:
         """Close every connection, cancel every task, release every socket."""
         self._stopping = True
-        for t in [self._loop_task, self._keepalive_task, self._switchback_task, self._ip_task]:
-            if t is not None:
-                t.cancel()
-        for t in self._monitor_tasks:
-            t.cancel()
-        conns = set(self._live_connections) | set(self._orphans)
-        for c in [self.conn, self._switchback_conn]:
-            if c is not None:
-                conns.add(c)
-        for c in conns:
-            c.abort()
-        for _ in range(3):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15.0
+        all_conns: set[SimConnection] = set()
+        while True:
+            conns = set(self._live_connections) | set(self._orphans)
+            for c in [self.conn, self._switchback_conn]:
+                if c is not None:
+                    conns.add(c)
+            for c in conns:
+                c.abort()
+            all_conns |= conns
             tasks = [t for t in self._tasks if not t.done()]
+            if not tasks:
+                break
             for t in tasks:
                 t.cancel()
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*(c.aclose() for c in conns), return_exceptions=True)
+            await asyncio.wait(tasks, timeout=1.0)
+            if loop.time() > deadline:
+                log.error("simulator %s: tasks did not stop: %s", self.config.client_id, tasks)
+                break
+        await asyncio.gather(*(c.aclose() for c in all_conns), return_exceptions=True)
         if self._commands is not None:
             await self._commands.shutdown()
         self._orphans.clear()
@@ -619,6 +622,17 @@ class RportClientSim:
         """
         target = url or self.config.servers()[0]
         try:
+            result = await self._connect_once(target, jitter, keep_open)
+        finally:
+            # a sim used only for one-shot attempts should not leak its HTTP session
+            idle = self._loop_task is None and self.conn is None and not self._live_connections
+            if self._own_http and self._http_session is not None and idle:
+                await self._http_session.close()
+                self._http_session = None
+        return result
+
+    async def _connect_once(self, target: str, jitter: bool, keep_open: bool) -> ConnectResult:
+        try:
             c = await self.open_ssh(target)
         except ConnectFailure as exc:
             self._event(f"connect to {target} failed: {exc.text}")
@@ -634,7 +648,11 @@ class RportClientSim:
                 False, "new_connection", err, target, fingerprint=c.server_fingerprint
             )
         result = ConnectResult(
-            True, "registered", "", target, remotes=self.remotes_reported,
+            True,
+            "registered",
+            "",
+            target,
+            remotes=self.remotes_reported,
             fingerprint=c.server_fingerprint,
         )
         if keep_open:
@@ -714,6 +732,9 @@ class RportClientSim:
                 connerr = err
                 continue
 
+            if self._stopping:
+                c.abort()
+                return
             attempt = 0
             self._set_current(c)
             if cfg.send_updates_status and not self._updates_sent_once:

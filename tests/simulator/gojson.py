@@ -47,7 +47,7 @@ class RawJSON:
 
 # --------------------------------------------------------------------------- encoding
 
-_ESCAPE_RE = re.compile("[\x00-\x1f\"\\\\<>&\u2028\u2029\ud800-\udfff]")
+_ESCAPE_RE = re.compile('[\x00-\x1f"\\\\<>&\u2028\u2029\ud800-\udfff]')
 _SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -370,9 +370,7 @@ def _decode(v: Any, kind: Any, ctx: _Ctx, path: list[str], struct: str, cur: Any
             if target is None:
                 continue
             sub_struct = struct if path else kind.name
-            out[target] = _decode(
-                val, kinds[target], ctx, [*path, target], sub_struct, out[target]
-            )
+            out[target] = _decode(val, kinds[target], ctx, [*path, target], sub_struct, out[target])
         return out
     if kind == "any":
         return _plain(v)
@@ -410,9 +408,11 @@ def _decode(v: Any, kind: Any, ctx: _Ctx, path: list[str], struct: str, cur: Any
         if not isinstance(v, str):
             if ctx.first_error is None:
                 ctx.first_error = (
-                    "parsing time " + json.dumps(json.dumps(_plain(v)))
+                    "parsing time "
+                    + json.dumps(json.dumps(_plain(v)))
                     + ' as "\\"2006-01-02T15:04:05Z07:00\\"": cannot parse '
-                    + json.dumps(json.dumps(_plain(v))) + ' as "\\""'
+                    + json.dumps(json.dumps(_plain(v)))
+                    + ' as "\\""'
                 )
             return cur
         if not parse_go_time(v):
@@ -421,7 +421,7 @@ def _decode(v: Any, kind: Any, ctx: _Ctx, path: list[str], struct: str, cur: Any
                 ctx.first_error = (
                     f"parsing time {json.dumps(quoted)} as "
                     '"\\"2006-01-02T15:04:05Z07:00\\"": cannot parse '
-                    f"{json.dumps(quoted)} as \"2006-01-02T15:04:05Z07:00\""
+                    f'{json.dumps(quoted)} as "2006-01-02T15:04:05Z07:00"'
                 )
             return cur
         return v

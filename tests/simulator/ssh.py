@@ -318,12 +318,11 @@ class RportSSHConnection(asyncssh.SSHClientConnection):
         task = asyncio.get_running_loop().create_task(self.request(name, payload))
         self._bg_tasks.add(task)
         task.add_done_callback(self._bg_done)
-        try:
-            return await asyncio.wait_for(asyncio.shield(task), timeout)
-        except TimeoutError:
-            raise TimeoutError(
-                f"conn.SendRequest({name}), timeout {_go_dur(timeout)} exceeded"
-            ) from None
+        # asyncio.wait (unlike wait_for on 3.11) never swallows a cancellation
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if task in done:
+            return task.result()
+        raise TimeoutError(f"conn.SendRequest({name}), timeout {_go_dur(timeout)} exceeded")
 
     def _bg_done(self, task: asyncio.Task[Any]) -> None:
         self._bg_tasks.discard(task)
@@ -382,9 +381,7 @@ class TunnelChannel(SSHTCPChannel[bytes]):
 
 def new_tunnel_channel(conn: RportSSHConnection) -> TunnelChannel:
     """A channel object for a server-opened tunnel (Go window / packet sizes)."""
-    return TunnelChannel(
-        conn, conn._loop, None, "strict", GO_CHANNEL_WINDOW, GO_CHANNEL_MAX_PACKET
-    )
+    return TunnelChannel(conn, conn._loop, None, "strict", GO_CHANNEL_WINDOW, GO_CHANNEL_MAX_PACKET)
 
 
 class RawChannelSession(asyncssh.SSHTCPSession[bytes]):

@@ -166,8 +166,7 @@ async def tunnel_is_allowed(rules: list[str], remote: str) -> bool:
     parsed = [parse_tunnel_allowed(r) for r in rules]
     for ip in ips:
         if not any(
-            (net is None or _net_contains(net, ip)) and (p == "" or p == port)
-            for net, p in parsed
+            (net is None or _net_contains(net, ip)) and (p == "" or p == port) for net, p in parsed
         ):
             return False
     return True
