@@ -117,6 +117,10 @@ AUTH_FAILED_TEXT = (
     "no supported methods remain"
 )
 ALREADY_CONNECTED = "client is already connected:"
+BAD_HANDSHAKE_TEXT = (
+    "websocket: bad handshake - Server maybe busy. Also check your client credentials AND "
+    "check for tranparent proxies"
+)
 
 
 def backoff_delay(attempt: int, minimum: float = 5.0, maximum: float = 600.0) -> float:
@@ -200,8 +204,10 @@ class SimConnection:
                 sim.http_session, self.url, version=cfg.version, headers=cfg.headers
             )
         except aiohttp.WSServerHandshakeError as exc:
-            text = f"websocket: bad handshake (HTTP {exc.status}: {exc.message})"
-            raise ConnectFailure("websocket", text, exc.status) from None
+            sim._event(f"websocket: bad handshake (HTTP {exc.status}: {exc.message}) {self.url}")
+            if cfg.probe_after_bad_handshake:
+                await self._detect_transparent_proxy()
+            raise ConnectFailure("websocket", BAD_HANDSHAKE_TEXT, exc.status) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             text = f"dial {self.url}: {exc or type(exc).__name__}"
             raise ConnectFailure("websocket", text) from None
@@ -228,6 +234,23 @@ class SimConnection:
             await self.aclose()
             text = f"ssh: handshake failed: {exc or type(exc).__name__}"
             raise ConnectFailure("ssh", text) from None
+
+    async def _detect_transparent_proxy(self) -> None:
+        """Go client: plain ``HEAD`` (ws→http) with a 10 s timeout after a bad handshake."""
+        url = self.url.replace("ws", "http", 1)
+        try:
+            async with self.sim.http_session.head(
+                url,
+                headers={"User-Agent": "Go-http-client/1.1"},
+                allow_redirects=True,
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as resp:
+                via = resp.headers.get("Via", "")
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            self.sim._event(f"error detecting proxy: error on http HEAD request: {exc}")
+            return
+        if via:
+            self.sim._event(f"A transparent proxy '{via}' seems to interfere your connection")
 
     @property
     def server_fingerprint(self) -> str:
@@ -961,7 +984,7 @@ class RportClientSim:
         if name == "ping":
             self.counters.server_pings += 1
             c.reply(want_reply, True, b"")
-            if self.config.double_ping_reply and c.ssh is not None:
+            if self.config.double_ping_reply and want_reply and c.ssh is not None:
                 c.ssh.send_global_reply(True, b"null")
             return
         if handler is None:

@@ -77,6 +77,7 @@ class SimulatorConfig:
     ip_addresses: tuple[str, str] | None = None  # (ipv4, ipv6) "fetched" from ip_api_url
     ip_refresh_interval: float = 1800.0
     headers: dict[str, str] = field(default_factory=dict)  # connection.headers
+    probe_after_bad_handshake: bool = True  # HEAD ws→http after a non-101 answer (§2.3)
     fragment_size: int | None = 1024  # gorilla WriteBufferSize; None = one frame per write
     handshake_timeout: float | None = None  # Go has none once the WebSocket is up
     crash_on_new_connection_timeout: bool = True  # rand.Intn(0) panic after 3 timeouts

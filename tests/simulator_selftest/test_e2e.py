@@ -135,8 +135,18 @@ class MiniConn(asyncssh.SSHServerConnection):
         self.srv.auth_methods.append(p.get_string().decode())
         return asyncssh.SSHServerConnection._process_userauth_request(self, pkttype, pktid, packet)
 
+    def _tolerant_response(self, pkttype: int, pktid: int, packet: SSHPacket) -> None:
+        if self._global_request_waiters:
+            waiter = self._global_request_waiters.pop(0)
+            if not waiter.cancelled():
+                waiter.set_result((pkttype, packet))
+        else:  # e.g. the second reply of a 0.8.2-0.9.6 client to our ping
+            self.srv.stray_replies.append((pkttype, packet.get_remaining_payload()))
+
     _packet_handlers = dict(asyncssh.SSHServerConnection._packet_handlers)
     _packet_handlers[MSG_USERAUTH_REQUEST] = _record_userauth
+    _packet_handlers[MSG_REQUEST_SUCCESS] = _tolerant_response
+    _packet_handlers[MSG_REQUEST_FAILURE] = _tolerant_response
 
     def reply(self, ok: bool, payload: bytes) -> None:
         _, _, want_reply = self._global_request_queue.pop(0)
@@ -217,6 +227,7 @@ class MiniServer:
         )
         self.reject_with: str | None = None
         self.hold_new_connection = False
+        self.stray_replies: list[tuple[int, bytes]] = []
         self.ping_ok = True
         self.new_connection_reply = b"[]"
         self.client_versions: list[bytes] = []
@@ -798,6 +809,59 @@ async def test_stop_during_stalled_handshake(sim_factory: Any, tmp_path: Path) -
         assert time.monotonic() - t0 < 5 and sim.state == "stopped"
     finally:
         srv.close()
+
+
+async def test_double_ping_reply(server: MiniServer, sim_factory: Any, tmp_path: Path) -> None:
+    sim = sim_factory(sim_config(server, tmp_path, double_ping_reply=True, version="0.9.0"))
+    await sim.start()
+    await sim.wait_registered(10)
+    conn = await asyncio.wait_for(server.registered.get(), 5)
+    assert await conn.request("ping", b"") == (True, b"")
+    for _ in range(50):
+        if server.stray_replies:
+            break
+        await asyncio.sleep(0.02)
+    assert server.stray_replies == [(MSG_REQUEST_SUCCESS, b"null")]
+
+
+async def test_cmd_result_arrives_on_a_later_connection(
+    server: MiniServer, sim_factory: Any, tmp_path: Path
+) -> None:
+    sim = sim_factory(sim_config(server, tmp_path))
+    await sim.start()
+    await sim.wait_registered(10)
+    conn = await asyncio.wait_for(server.registered.get(), 5)
+    ok, _ = await conn.request(
+        "run_cmd", b'{"jid":"late","command":"sleep 0.7; echo done","timeout_sec":10}'
+    )
+    assert ok
+    conn.abort()
+    conn2 = await asyncio.wait_for(server.registered.get(), 10)
+    assert conn2 is not conn
+    res = await asyncio.wait_for(server.cmd_results.get(), 10)
+    assert res["jid"] == "late" and res["result"]["stdout"] == "done\n"
+
+
+async def test_bad_handshake_then_head_probe(sim_factory: Any, tmp_path: Path) -> None:
+    seen: list[tuple[str, str]] = []
+
+    async def locked(request: web.Request) -> web.Response:
+        seen.append((request.method, request.headers.get("User-Agent", "")))
+        return web.Response(status=423, text="Too many bad attempts. Please try later.")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", locked)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        sim = sim_factory(sim_config(MiniServer(port=runner_port(runner)), tmp_path))
+        r = await sim.connect_once()
+        assert (r.ok, r.stage, r.status) == (False, "websocket", 423)
+        assert r.error.startswith("websocket: bad handshake - Server maybe busy.")
+        assert seen == [("GET", "rport 0.9.14"), ("HEAD", "Go-http-client/1.1")]
+    finally:
+        await runner.cleanup()
 
 
 def test_frame_builder_is_masked() -> None:
