@@ -18,7 +18,14 @@ from rportd.auth.accounts import AccountService
 from rportd.auth.jwt import TokenIssuer
 from rportd.auth.sessions import ApiSessionStore
 from rportd.auth.throttle import IpBan, LoginWait
-from rportd.auth.users import DbUserStore, FileUserStore, StaticUserStore, User, UserStore
+from rportd.auth.users import (
+    DbUserStore,
+    FileUserStore,
+    StaticUserStore,
+    User,
+    UserGroupsDataset,
+    UserStore,
+)
 from rportd.clients.access import ClientAccess
 from rportd.clients.credentials import (
     ClientCredentials,
@@ -29,7 +36,10 @@ from rportd.clients.credentials import (
 from rportd.clients.registry import ClientRegistry, RegistrySettings
 from rportd.clients.service import ClientService, ClientSettings
 from rportd.config import Config
+from rportd.ha.changelog import ChangeLog
+from rportd.ha.controller import HAController
 from rportd.monitoring.store import MeasurementStore
+from rportd.store.changes import ReplicatedDataset
 from rportd.store.clients import ClientRepository
 from rportd.store.database import Database
 from rportd.tunnels.ports import PortPool
@@ -82,6 +92,8 @@ class RportServer:
         self.tunnels = TunnelService(PortPool(config.server.allowed_ports()))
         self.client_access = ClientAccess()
         self.measurements: MeasurementStore | None = None
+        self.replicated: dict[str, ReplicatedDataset] = {}
+        self.ha: HAController | None = None
         self.accounts: AccountService
         self.two_factor: TwoFactorLogin | None = None
         self.clients: ClientService
@@ -249,12 +261,17 @@ class RportServer:
                 zxcvbn_min_score=cfg.api.password_zxcvbn_minscore,
             )
 
+        self._collect_replicated()
+        if cfg.ha.enabled:
+            await self._start_ha()
+
         self.listener = ClientListener(
             server_options(self.host_key.ssh_key, login_timeout=60.0),
             self.clients.connection_factory,
             is_banned=self.clients.ip_ban.is_banned,
             max_concurrent_handshakes=cfg.server.max_concurrent_ssh_handshakes,
             proxy_url=cfg.server.proxy,
+            admission=self.ha.admission_refusal if self.ha else None,
         )
         self.client_address = await self._serve(self.listener.app, cfg.server.address, None)
         self.clients.start(purge=cfg.server.purge_disconnected_clients)
@@ -277,6 +294,39 @@ class RportServer:
             self.fingerprint,
             ", API on {}:{}".format(*self.api_address) if self.api_address else "",
         )
+
+    def _collect_replicated(self) -> None:
+        """Every store of operator-created data, by data set name."""
+        if self.credentials.writable:
+            self.replicated[self.credentials.dataset] = self.credentials
+        if self.users is not None and self.users.writable:
+            self.replicated[self.users.dataset] = self.users
+            if isinstance(self.users, DbUserStore) and self.users.group_permissions_enabled:
+                groups = UserGroupsDataset(self.users)
+                self.replicated[groups.dataset] = groups
+
+    async def _start_ha(self) -> None:
+        cfg = self.config
+        changelog = ChangeLog(
+            await self.database("ha.db", "ha"), epoch=lambda: self.ha.epoch if self.ha else 0
+        )
+        sources = list(self.databases.values())
+        if self.external_db is not None:
+            sources.append(self.external_db)
+        await changelog.open(sources)
+        for dataset in self.replicated.values():
+            dataset.changes = changelog
+        self.ha = HAController(
+            cfg.ha,
+            self.data_dir,
+            changelog,
+            self.replicated,
+            connected_clients=lambda: self.clients.registry.connected_count,
+            disconnect_clients=self.clients.close_all,
+            drain_grace=cfg.ha.drain_grace,
+        )
+        await self.ha.start()
+        self._stack.push_async_callback(self.ha.stop)
 
     async def _serve(
         self, app: web.Application, address: str, ssl_ctx: ssl.SSLContext | None
@@ -310,6 +360,8 @@ class RportServer:
 
     async def stop(self) -> None:
         """Close listeners, connections and storage."""
+        if self.ha is not None:
+            await self.ha.close_streams()
         await self._stack.aclose()
         self._stopped.set()
 

@@ -174,4 +174,8 @@ def run_server(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "ha":
+        from rportd.ha.cli import main as ha_main
+
+        return ha_main(args[1:])
     return run_server(args)

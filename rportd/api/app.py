@@ -9,12 +9,12 @@ from aiohttp import web
 from rportd.api import middlewares
 from rportd.api.context import AUTH_KEY, SERVER_KEY
 from rportd.api.security import Authenticator
-from rportd.api.views import clients, login, status
+from rportd.api.views import clients, ha, login, status
 
 if TYPE_CHECKING:
     from rportd.app import RportServer
 
-VIEWS = (login, status, clients)
+VIEWS = (login, status, clients, ha)
 
 
 def create_api_app(server: RportServer) -> web.Application:
@@ -22,7 +22,12 @@ def create_api_app(server: RportServer) -> web.Application:
     cfg = server.config.api
     app = web.Application(
         client_max_size=cfg.max_request_bytes,
-        middlewares=[middlewares.errors, middlewares.ip_ban, middlewares.authentication],
+        middlewares=[
+            middlewares.errors,
+            middlewares.ip_ban,
+            middlewares.authentication,
+            middlewares.replica_writes,
+        ],
     )
     assert server.users is not None and server.sessions is not None
     app[SERVER_KEY] = server

@@ -27,6 +27,12 @@ def bearer_only(handler: Handler) -> Handler:
     return handler
 
 
+def writes_replicated(handler: Handler) -> Handler:
+    """The route changes replicated data: refused on a secondary (HA)."""
+    handler.rportd_replicated = True  # type: ignore[attr-defined]
+    return handler
+
+
 def admin_only(handler: Handler) -> Handler:
     """403 unless the caller is in ``Administrators``."""
 

@@ -7,12 +7,13 @@ import logging
 
 from aiohttp import web
 
-from rportd.api.context import AUTH_KEY, set_identity
+from rportd.api.context import AUTH_KEY, SERVER_KEY, set_identity
 from rportd.api.errors import ApiError
 from rportd.api.guards import Handler
 from rportd.api.responses import json_response
 from rportd.api.security import check_token_scope
 from rportd.auth.accounts import PasswordRejected
+from rportd.ha.changelog import ReadOnlyReplica
 from rportd.httputil import client_ip
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return json_response(exc.to_json(), exc.status)
     except PasswordRejected as exc:
         return json_response(ApiError(400, exc.title, exc.detail).to_json(), 400)
+    except ReadOnlyReplica as exc:
+        ha = request.app[SERVER_KEY].ha
+        refusal = (ha.write_refusal() if ha else None) or str(exc)
+        return json_response(ApiError(403, refusal).to_json(), 403)
     except web.HTTPRequestEntityTooLarge:
         return web.Response(
             status=400,
@@ -73,4 +78,15 @@ async def authentication(request: web.Request, handler: Handler) -> web.StreamRe
     )
     check_token_scope(identity, request)
     set_identity(request, identity)
+    return await handler(request)
+
+
+@web.middleware
+async def replica_writes(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """On a secondary, refuse writes to replicated data before they start (403)."""
+    if getattr(request.match_info.handler, "rportd_replicated", False):
+        ha = request.app[SERVER_KEY].ha
+        refusal = ha.write_refusal() if ha else None
+        if refusal:
+            raise ApiError(403, refusal)
     return await handler(request)

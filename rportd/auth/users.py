@@ -104,6 +104,14 @@ def user_from_document(doc: Document) -> User:
     )
 
 
+def _permissions(raw: Any) -> dict[str, bool]:
+    try:
+        value = json.loads(raw or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return {str(k): bool(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
 class UserStore(ABC):
     """Where API users come from.
 
@@ -293,6 +301,7 @@ class FileUserStore(UserStore):
         return [replace(u, groups=list(u.groups)) for u in self._users.values()]
 
     async def add(self, user: User) -> None:
+        self.changes.ensure_writable(self.dataset)
         async with self._lock:
             if user.username in self._users:
                 raise UserExists(user.username)
@@ -300,6 +309,7 @@ class FileUserStore(UserStore):
             await self._recorded(None, None, user)
 
     async def update(self, username: str, user: User) -> None:
+        self.changes.ensure_writable(self.dataset)
         async with self._lock:
             if username not in self._users:
                 raise UserNotFound(username)
@@ -311,6 +321,7 @@ class FileUserStore(UserStore):
             await self._recorded(None, username, user)
 
     async def delete(self, username: str) -> None:
+        self.changes.ensure_writable(self.dataset)
         async with self._lock:
             if username not in self._users:
                 raise UserNotFound(username)
@@ -474,16 +485,33 @@ class DbUserStore(UserStore):
             for row in await self.db.fetch_all(
                 f"SELECT name, permissions FROM {self.details_t} ORDER BY name"
             ):
-                try:
-                    perms = json.loads(row["permissions"] or "{}")
-                except ValueError:
-                    perms = {}
                 found[str(row["name"])] = UserGroup(
-                    str(row["name"]), perms if isinstance(perms, dict) else {}
+                    str(row["name"]), _permissions(row["permissions"])
                 )
         for row in await self.db.fetch_all(f'SELECT DISTINCT "group" FROM {self.groups_t}'):
             found.setdefault(str(row["group"]), UserGroup(str(row["group"])))
         return sorted(found.values(), key=lambda g: g.name)
+
+    async def detail_groups(self) -> list[UserGroup]:
+        """Groups that have a details row (the replicated part)."""
+        if not self.details_t:
+            return []
+        rows = await self.db.fetch_all(
+            f"SELECT name, permissions FROM {self.details_t} ORDER BY name"
+        )
+        return [UserGroup(str(r["name"]), _permissions(r["permissions"])) for r in rows]
+
+    async def put_group_details(self, name: str, permissions: Any) -> None:
+        """Set or remove a group's details row without recording a change."""
+        if not self.details_t:
+            return
+        if permissions is None:
+            await self.db.execute(f"DELETE FROM {self.details_t} WHERE name = :n", {"n": name})
+        else:
+            await self.db.execute(
+                f"REPLACE INTO {self.details_t} (name, permissions) VALUES (:n, :p)",
+                {"n": name, "p": json.dumps(permissions)},
+            )
 
     async def put_group(self, group: UserGroup) -> None:
         if not self.details_t:
@@ -523,3 +551,33 @@ class DbUserStore(UserStore):
             {"u": username},
         )
         return self._row_to_user(row, [str(g["group"]) for g in groups])
+
+
+class UserGroupsDataset:
+    """The ``api_user_groups`` data set: group permissions of a DB user store."""
+
+    dataset = "api_user_groups"
+
+    def __init__(self, store: DbUserStore) -> None:
+        self.store = store
+
+    @property
+    def changes(self) -> ChangeSink:
+        return self.store.changes
+
+    @changes.setter
+    def changes(self, sink: ChangeSink) -> None:
+        self.store.changes = sink
+
+    async def snapshot(self) -> dict[str, Document]:
+        return {g.name: {"permissions": g.permissions} for g in await self.store.detail_groups()}
+
+    async def apply(self, key: str, doc: Document | None) -> None:
+        await self.store.put_group_details(key, None if doc is None else doc.get("permissions"))
+
+    async def restore(self, docs: dict[str, Document]) -> None:
+        current = {g.name for g in await self.store.detail_groups()}
+        for name in current - set(docs):
+            await self.store.put_group_details(name, None)
+        for name, doc in docs.items():
+            await self.store.put_group_details(name, doc.get("permissions"))

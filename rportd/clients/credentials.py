@@ -152,6 +152,7 @@ class FileCredentials(ClientCredentials):
         return sorted(self._entries.items())
 
     async def add(self, auth_id: str, password: str) -> None:
+        self.changes.ensure_writable(self.dataset)
         async with self._lock:
             await self.load()
             if auth_id in self._entries:
@@ -160,6 +161,7 @@ class FileCredentials(ClientCredentials):
             await self.changes.record(None, self.dataset, auth_id, {"password": password})
 
     async def delete(self, auth_id: str) -> bool:
+        self.changes.ensure_writable(self.dataset)
         async with self._lock:
             await self.load()
             if auth_id not in self._entries:

@@ -762,6 +762,8 @@ def _validate_ha(config: Config) -> None:
             "invalid 'ha.cluster_secret': must be set when 'ha.peers' is not empty",
             "ha.cluster_secret",
         )
+    if ha.drain_grace < 0:
+        raise ConfigError("invalid 'ha.drain_grace': must not be negative", "ha.drain_grace")
     if ha.takeover_after <= 0:
         raise ConfigError(
             "invalid 'ha.takeover_after': must be greater than 0, got "

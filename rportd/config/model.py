@@ -246,6 +246,9 @@ class HAConfig:
     peers: list[str] = field(default_factory=list)
     primary: str = ""
     takeover_after: float = _duration(10.0)
+    # How long a secondary that served clients waits for them to switch back to
+    # the returned primary before it disconnects the rest.
+    drain_grace: float = _duration(150.0)
 
     @property
     def enabled(self) -> bool:

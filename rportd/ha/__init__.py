@@ -1,1 +1,1 @@
-"""ha."""
+"""High availability: a primary, read-only secondaries, replication, no active-active."""

@@ -24,6 +24,9 @@ Document = dict[str, Any]
 class ChangeSink(Protocol):
     """Receives every change of replicated data."""
 
+    def ensure_writable(self, dataset: str) -> None:
+        """Raise if ``dataset`` may not change on this node (before touching a file)."""
+
     async def record(
         self, tx: Transaction | None, dataset: str, key: str, doc: Document | None
     ) -> None:
@@ -32,6 +35,9 @@ class ChangeSink(Protocol):
 
 class NullSink:
     """The sink of a standalone server: changes go nowhere."""
+
+    def ensure_writable(self, dataset: str) -> None:
+        return None
 
     async def record(
         self, tx: Transaction | None, dataset: str, key: str, doc: Document | None
@@ -44,6 +50,8 @@ NULL_SINK = NullSink()
 
 class ReplicatedDataset(Protocol):
     """A store whose content secondaries copy from the primary."""
+
+    changes: ChangeSink
 
     @property
     def dataset(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,20 @@ Params = Mapping[str, Any] | None
 class Transaction:
     """Statements run inside one SQLite transaction."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, database: Database) -> None:
         self._conn = conn
+        self.database = database
+        self.context: dict[str, object] = {}
+        self._on_end: list[Callable[[bool], None]] = []
+
+    def on_end(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(committed)`` once the transaction has ended."""
+        self._on_end.append(callback)
+
+    def _ended(self, committed: bool) -> None:
+        callbacks, self._on_end = self._on_end, []
+        for callback in callbacks:
+            callback(committed)
 
     async def execute(self, sql: str, params: Params = None) -> int:
         result = await self._conn.execute(text(sql), dict(params or {}))
@@ -55,6 +67,7 @@ class Database:
         self.schema = schema
         self.wal = wal
         self._engine: AsyncEngine | None = None
+        self._reader: AsyncEngine | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -62,12 +75,11 @@ class Database:
             raise RuntimeError(f"database {self.path} is not open")
         return self._engine
 
-    async def open(self) -> None:
-        """Create or open the file, set it to 0600 and apply migrations."""
+    def _create_engine(self, pool_size: int) -> AsyncEngine:
         engine = create_async_engine(
             f"sqlite+aiosqlite:///{self.path}",
             poolclass=AsyncAdaptedQueuePool,
-            pool_size=1,
+            pool_size=pool_size,
             max_overflow=0,
             pool_timeout=60,
             connect_args={"timeout": 5},
@@ -88,35 +100,54 @@ class Database:
         def _begin(conn: Connection) -> None:
             conn.exec_driver_sql("BEGIN")
 
-        self._engine = engine
+        return engine
+
+    async def open(self) -> None:
+        """Create or open the file, set it to 0600 and apply migrations.
+
+        Writes go through one connection; with WAL, reads use their own
+        connections and never wait for a writer.
+        """
+        self._engine = self._create_engine(pool_size=1)
         try:
-            async with engine.connect():
+            async with self._engine.connect():
                 pass
             if str(self.path) != ":memory:":
                 await asyncio.to_thread(os.chmod, self.path, 0o600)
             if self.schema:
-                await migrate(engine, self.schema, self.path.name)
+                await migrate(self._engine, self.schema, self.path.name)
+            if self.wal and str(self.path) != ":memory:":
+                self._reader = self._create_engine(pool_size=2)
         except BaseException:
             await self.close()
             raise
 
     async def close(self) -> None:
-        if self._engine is not None:
-            engine, self._engine = self._engine, None
-            await engine.dispose()
+        for engine in (self._reader, self._engine):
+            if engine is not None:
+                await engine.dispose()
+        self._engine = self._reader = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         """A write transaction, committed on success and rolled back on error."""
-        async with self.engine.begin() as conn:
-            yield Transaction(conn)
+        tx: Transaction | None = None
+        committed = False
+        try:
+            async with self.engine.begin() as conn:
+                tx = Transaction(conn, self)
+                yield tx
+            committed = True
+        finally:
+            if tx is not None:
+                tx._ended(committed)
 
     async def execute(self, sql: str, params: Params = None) -> int:
         async with self.transaction() as tx:
             return await tx.execute(sql, params)
 
     async def fetch_all(self, sql: str, params: Params = None) -> list[Row]:
-        async with self.engine.connect() as conn:
+        async with (self._reader or self.engine).connect() as conn:
             result = await conn.execute(text(sql), dict(params or {}))
             rows = [dict(r) for r in result.mappings()]
             await conn.rollback()

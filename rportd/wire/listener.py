@@ -39,6 +39,12 @@ _HOP_HEADERS = frozenset(
 )
 
 
+def via_header(reason: str) -> str:
+    """A ``Via`` value carrying ``reason`` as its comment."""
+    comment = reason.replace("(", "[").replace(")", "]").encode("ascii", "replace").decode()
+    return f"1.1 rportd ({comment})"
+
+
 ConnectionFactory = Callable[[RportServerConnection, str], Any]
 """Builds the asyncssh owner (an ``SSHServer``) for a new connection and client IP."""
 
@@ -79,22 +85,25 @@ class ClientListener:
         ip = client_ip(request)
         if self._is_banned(ip):
             return web.Response(status=423, text=BANNED_TEXT)
+        refusal = self._admission() if self._admission else None
+        # After a refused upgrade the client sends HEAD and logs any Via header as an
+        # error: that is how the reason for a refusal reaches the client's log.
+        headers = {"Via": via_header(refusal)} if refusal else None
         if request.headers.get("Upgrade", "").lower() == "websocket":
             offered = request.headers.get("Sec-WebSocket-Protocol", "")
             if offered.startswith("rport-"):
                 if offered == SUBPROTOCOL:
+                    if refusal:
+                        # A refused upgrade makes the client try its next server (§9).
+                        log.debug("refusing client connection from %s: %s", ip, refusal)
+                        return web.Response(status=503, text=refusal, headers=headers)
                     return await self._serve_client(request, ip)
                 log.info("ignored client connection using protocol %s", offered)
         if self._proxy_url:
             return await self._proxy(request)
-        return web.Response(status=404)
+        return web.Response(status=404, headers=headers)
 
     async def _serve_client(self, request: web.Request, ip: str) -> web.StreamResponse:
-        refusal = self._admission() if self._admission else None
-        if refusal:
-            # A refused upgrade makes the client try its next server at once (§9).
-            log.debug("refusing client connection from %s: %s", ip, refusal)
-            return web.Response(status=503, text=refusal)
         await self._handshakes.acquire()
         released = False
 

@@ -1,0 +1,262 @@
+"""The change log of replicated data, and the sink that writes it.
+
+Every change gets a cluster-wide sequence number and the epoch of the
+primary that made it. A change of SQLite-held data is logged in a
+``rportd_changes`` table of the same file, in the same transaction; changes
+of file-held data (and changes received from a primary) are logged in
+``ha.db``. One lock is held from a change's numbering until its transaction
+ends, so changes commit in sequence order and a reader that stops at
+:attr:`ChangeLog.position` never misses one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from rportd.gotypes import format_db_time, utcnow
+from rportd.store.changes import Document
+from rportd.store.database import Database, Transaction
+
+log = logging.getLogger(__name__)
+
+TABLE = "rportd_changes"
+_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {TABLE} (seq INTEGER PRIMARY KEY, epoch INTEGER NOT NULL, "
+    "dataset TEXT NOT NULL, key TEXT NOT NULL, doc TEXT, at TEXT NOT NULL)"
+)
+_INSERT = (
+    f"INSERT OR REPLACE INTO {TABLE} (seq, epoch, dataset, key, doc, at) "
+    "VALUES (:seq, :epoch, :dataset, :key, :doc, :at)"
+)
+_LOCKED = "rportd.changelog.locked"
+
+
+class ReadOnlyReplica(Exception):
+    """This node follows a primary: replicated data only changes by replication."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One logged change of a replicated document."""
+
+    seq: int
+    epoch: int
+    dataset: str
+    key: str
+    doc: Document | None
+    at: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "epoch": self.epoch,
+            "dataset": self.dataset,
+            "key": self.key,
+            "doc": self.doc,
+            "at": self.at,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Change:
+        doc = obj.get("doc")
+        return cls(
+            seq=int(obj["seq"]),
+            epoch=int(obj["epoch"]),
+            dataset=str(obj["dataset"]),
+            key=str(obj["key"]),
+            doc=doc if isinstance(doc, dict) else None,
+            at=str(obj.get("at", "")),
+        )
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "epoch": self.epoch,
+            "dataset": self.dataset,
+            "key": self.key,
+            "doc": None if self.doc is None else json.dumps(self.doc),
+            "at": self.at,
+        }
+
+
+def _change(row: dict[str, Any]) -> Change:
+    doc = json.loads(row["doc"]) if row["doc"] else None
+    return Change(
+        int(row["seq"]), int(row["epoch"]), str(row["dataset"]), str(row["key"]), doc, row["at"]
+    )
+
+
+class ChangeLog:
+    """Numbers, stores and serves changes of replicated data (a ``ChangeSink``)."""
+
+    def __init__(self, own: Database, epoch: Callable[[], int]) -> None:
+        self.own = own
+        self._epoch = epoch
+        self._sources: list[Database] = [own]
+        self._lock = asyncio.Lock()
+        self._committed = asyncio.Condition()
+        self._next_seq = 1
+        self.position = 0
+        self.last_epoch = 0
+        self.writable = True
+
+    async def open(self, sources: Iterable[Database]) -> None:
+        """Create the log tables and find where the log stands."""
+        for db in sources:
+            if db not in self._sources:
+                self._sources.append(db)
+        for db in self._sources:
+            await db.execute(_DDL)
+        last = await self._last_entry()
+        if last is not None:
+            self.position, self.last_epoch = last.seq, last.epoch
+        self._next_seq = self.position + 1
+
+    async def _last_entry(self) -> Change | None:
+        best: Change | None = None
+        for db in self._sources:
+            row = await db.fetch_one(f"SELECT * FROM {TABLE} ORDER BY seq DESC LIMIT 1")
+            if row is not None and (best is None or int(row["seq"]) > best.seq):
+                best = _change(row)
+        return best
+
+    # --- writing (primary) -------------------------------------------------------
+
+    def ensure_writable(self, dataset: str) -> None:
+        if not self.writable:
+            raise ReadOnlyReplica(f"{dataset} can only change through replication")
+
+    async def record(
+        self, tx: Transaction | None, dataset: str, key: str, doc: Document | None
+    ) -> None:
+        """Log a change made in ``tx`` (or just made to a file, when ``tx`` is None)."""
+        self.ensure_writable(dataset)
+        if tx is None:
+            async with self.own.transaction() as own_tx:
+                await self._record_in(own_tx, dataset, key, doc)
+            return
+        await self._record_in(tx, dataset, key, doc)
+
+    async def _record_in(
+        self, tx: Transaction, dataset: str, key: str, doc: Document | None
+    ) -> None:
+        if not tx.context.get(_LOCKED):
+            await self._lock.acquire()
+            tx.context[_LOCKED] = True
+            tx.on_end(self._transaction_ended)
+        if tx.database not in self._sources:
+            await tx.execute(_DDL)
+            self._sources.append(tx.database)
+        change = Change(
+            self._next_seq, self._epoch(), dataset, key, doc, format_db_time(utcnow()) or ""
+        )
+        self._next_seq += 1
+        await tx.execute(_INSERT, change.row())
+
+    def _transaction_ended(self, committed: bool) -> None:
+        # Runs right after the commit (or rollback), still holding the lock.
+        self._lock.release()
+        if committed:
+            self._advanced()
+
+    def _advanced(self) -> None:
+        self.position = self._next_seq - 1
+        self.last_epoch = self._epoch()
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._committed:
+            self._committed.notify_all()
+
+    # --- writing (secondary) -----------------------------------------------------
+
+    async def append(self, changes: list[Change]) -> None:
+        """Log changes received from the primary, in order, with their numbers."""
+        if not changes:
+            return
+        async with self._lock:
+            async with self.own.transaction() as tx:
+                await tx.execute_many(_INSERT, [c.row() for c in changes])
+            self.position = changes[-1].seq
+            self.last_epoch = changes[-1].epoch
+            self._next_seq = self.position + 1
+        await self._notify()
+
+    async def reset(self, position: int, epoch: int) -> None:
+        """Forget the log (after a snapshot): the log now starts after ``position``."""
+        async with self._lock:
+            for db in self._sources:
+                await db.execute(f"DELETE FROM {TABLE}")
+            marker = Change(position, epoch, "", "", None, format_db_time(utcnow()) or "")
+            if position:
+                await self.own.execute(_INSERT, marker.row())
+            self.position, self.last_epoch = position, epoch
+            self._next_seq = position + 1
+
+    # --- reading ---------------------------------------------------------------------
+
+    async def read(self, after: int, limit: int = 500) -> list[Change]:
+        """Committed changes with ``after < seq <= position``, in order."""
+        top = self.position
+        if after >= top:
+            return []
+        streams = []
+        for db in list(self._sources):
+            rows = await db.fetch_all(
+                f"SELECT * FROM {TABLE} WHERE seq > :after AND seq <= :top "
+                "AND dataset != '' ORDER BY seq LIMIT :limit",
+                {"after": after, "top": top, "limit": limit},
+            )
+            streams.append([_change(r) for r in rows])
+        return list(heapq.merge(*streams, key=lambda c: c.seq))[:limit]
+
+    async def entry(self, seq: int) -> Change | None:
+        """The log entry numbered ``seq`` (a snapshot marker counts)."""
+        for db in self._sources:
+            row = await db.fetch_one(f"SELECT * FROM {TABLE} WHERE seq = :s", {"s": seq})
+            if row is not None:
+                return _change(row)
+        return None
+
+    async def oldest(self) -> int:
+        """The smallest sequence number still in the log (0 when empty)."""
+        oldest = 0
+        for db in self._sources:
+            row = await db.fetch_one(f"SELECT MIN(seq) AS s FROM {TABLE}")
+            if row is not None and row["s"] is not None:
+                oldest = int(row["s"]) if not oldest else min(oldest, int(row["s"]))
+        return oldest
+
+    async def wait_beyond(self, position: int, timeout: float) -> bool:
+        """Wait until something past ``position`` is committed (or ``timeout``)."""
+        if self.position > position:
+            return True
+        async with self._committed:
+            try:
+                await asyncio.wait_for(
+                    self._committed.wait_for(lambda: self.position > position), timeout
+                )
+            except TimeoutError:
+                return False
+        return True
+
+    async def truncate(self, keep: int) -> None:
+        """Drop all but the newest ``keep`` entries."""
+        cutoff = self.position - keep
+        if cutoff <= 0:
+            return
+        for db in self._sources:
+            await db.execute(f"DELETE FROM {TABLE} WHERE seq <= :c", {"c": cutoff})
+
+    @asynccontextmanager
+    async def frozen(self) -> AsyncIterator[None]:
+        """Hold writers off (for a consistent snapshot)."""
+        async with self._lock:
+            yield

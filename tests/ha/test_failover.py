@@ -1,0 +1,163 @@
+"""HA with real processes: standby refusal, kill -9 failover, switchback, fencing, promotion."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.ha.cluster import CLIENT_AUTH, REPO, Cluster, Node
+from tests.simulator import RportClientSim, SimulatorConfig, http_request
+
+pytestmark = pytest.mark.ha
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    cluster = Cluster(tmp_path)
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        await cluster.close()
+
+
+async def wait_registered_on(sim: RportClientSim, node: Node, timeout: float) -> float:
+    """Wait until ``sim`` is registered on ``node``; return how long that took."""
+    target = node.client_url.replace("http://", "ws://")
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if sim.registered and sim.current_server_url == target:
+            return time.monotonic() - started
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"{sim.config.client_id} not registered on {node.name}: {sim.events[-5:]}")
+
+
+def failover_client(cluster: Cluster, client_id: str) -> RportClientSim:
+    """A simulated client configured as upstream's: main server plus one fallback."""
+    return RportClientSim(
+        SimulatorConfig(
+            server=cluster.primary.client_url,
+            fallback_servers=[cluster.secondary.client_url],
+            auth=":".join(CLIENT_AUTH),
+            client_id=client_id,
+            connect_jitter=1.0,
+            server_switchback_interval=3.0,
+        )
+    )
+
+
+async def test_standby_refuses_clients_and_says_why(cluster: Cluster) -> None:
+    sim = RportClientSim(
+        SimulatorConfig(server=cluster.secondary.client_url, auth=":".join(CLIENT_AUTH))
+    )
+    try:
+        result = await sim.connect_once()
+    finally:
+        await sim.stop()
+    assert (result.ok, result.stage, result.status) == (False, "websocket", 503)
+    # The client's HEAD probe after a bad handshake logs the Via header as an error.
+    _, headers, _ = await http_request(cluster.secondary.client_url, "HEAD")
+    assert "standby" in headers["Via"] and cluster.primary.api_url in headers["Via"]
+    node = await cluster.secondary.status()
+    assert node["state"] == "standby" and node["role"] == "secondary"
+
+
+async def test_kill_primary_then_clients_fail_over_and_switch_back(cluster: Cluster) -> None:
+    sims = [failover_client(cluster, f"ha-client-{i}") for i in range(3)]
+    try:
+        for sim in sims:
+            await sim.start()
+        for sim in sims:
+            await wait_registered_on(sim, cluster.primary, 15)
+        assert (await cluster.primary.status())["clients"] == 3
+
+        cluster.primary.kill()
+        killed = time.monotonic()
+        await cluster.secondary.wait_state("active", timeout=10)
+        takeover = time.monotonic() - killed
+        # Clients retry after their backoff (5 s): the main server is gone, the
+        # secondary accepts; they register after up to connect_jitter.
+        for sim in sims:
+            await wait_registered_on(sim, cluster.secondary, 20)
+        failover = time.monotonic() - killed
+        assert takeover < 2.0 + 1.5
+        assert failover < 2.0 + 5.0 + 1.0 + 6.0
+        assert (await cluster.secondary.status())["clients"] == 3
+
+        await cluster.primary.start()
+        restarted = time.monotonic()
+        await cluster.secondary.wait_state("draining", timeout=5)
+        for sim in sims:
+            await wait_registered_on(sim, cluster.primary, 15)
+        switchback = time.monotonic() - restarted
+        assert switchback < 3.0 + 1.0 + 5.0
+        await cluster.secondary.wait_state("standby", timeout=15)
+        print(
+            f"takeover {takeover:.1f}s, clients on the secondary {failover:.1f}s after the kill, "
+            f"back on the primary {switchback:.1f}s after its restart"
+        )
+    finally:
+        for sim in sims:
+            await sim.stop()
+
+
+async def test_second_primary_with_equal_epoch_is_fenced(cluster: Cluster, tmp_path: Path) -> None:
+    rival = cluster.add(Node("rival", tmp_path / "rival", "primary", [cluster.primary.api_url]))
+    await rival.start()
+    status = await rival.wait_state("fenced", timeout=10)
+    assert "same epoch" in status["reason"] and cluster.primary.api_url in status["reason"]
+    assert (await cluster.primary.status())["state"] == "active"
+    _, headers, _ = await http_request(rival.client_url, "HEAD")
+    assert "fenced" in headers["Via"]
+    log = rival.log_path.read_text()
+    assert "fenced" in log and "same epoch" in log
+
+
+async def test_promote_then_old_primary_demotes_itself(cluster: Cluster) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "rportd",
+        "ha",
+        "promote",
+        "-c",
+        str(cluster.secondary.config_path),
+        cwd=str(REPO),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert "role:      primary" in out.decode()
+    status = await cluster.secondary.status()
+    assert (status["role"], status["state"], status["epoch"]) == ("primary", "active", 2)
+
+    # The old primary is running with epoch 1: it sees the higher epoch and demotes itself.
+    demoted = await cluster.primary.wait_state("standby", timeout=10)
+    assert demoted["role"] == "secondary"
+    assert demoted["primary"] == cluster.secondary.api_url
+    # ... and stays demoted across a restart.
+    cluster.primary.kill()
+    await cluster.primary.wait_exit()
+    await cluster.primary.start()
+    again = await cluster.primary.wait_state("standby", timeout=10)
+    assert again["role"] == "secondary" and again["epoch"] == 2
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "rportd",
+        "ha",
+        "status",
+        "-c",
+        str(cluster.primary.config_path),
+        cwd=str(REPO),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    assert "role:      secondary" in out.decode() and cluster.secondary.api_url in out.decode()
