@@ -316,42 +316,60 @@ class HAController:
     async def _secondary_loop(self) -> None:
         while True:
             primary = await self._find_primary()
-            if primary is not None:
+            if primary is not None and primary.reachable:
                 if self.state == ACTIVE:
                     self._start_draining()
                 try:
                     await self._follow(primary)
                 except ReplicationRefused as exc:
-                    self.reason = str(exc)
-                    log.error("HA: replication refused: %s", exc)
+                    self._refused(str(exc))
                     await asyncio.sleep(2.0)
                     continue
                 except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
                     log.info(
-                        "HA: replication from %s ended: %s", primary, exc or type(exc).__name__
+                        "HA: replication from %s ended: %s", primary.url, exc or type(exc).__name__
                     )
+            elif primary is not None:
+                # Alive but refusing us (wrong secret, ...): no takeover, say why.
+                self._refused(f"the primary {primary.url} refuses this node: {primary.error}")
+                await asyncio.sleep(2.0)
+                continue
             await self._watch_lost_primary()
 
-    async def _find_primary(self) -> str | None:
-        """The primary to follow: ours if it still leads, else the highest-epoch one."""
+    def _refused(self, reason: str) -> None:
+        if reason != self.reason:
+            log.error("HA: replication refused: %s", reason)
+        self.reason = reason
+
+    async def _find_primary(self) -> PeerView | None:
+        """The primary to follow: ours if it still leads, else the highest-epoch one.
+
+        A node that answered but refused us comes back too (alive, not reachable).
+        """
         view = (
             await self.peers.probe(self.node.primary, PROBE_TIMEOUT) if self.node.primary else None
         )
         if view is not None:
             self.views[view.url] = view
             if view.reachable and view.role == PRIMARY:
-                return view.url
+                return view
         leaders = [v for v in await self._probe_all() if v.reachable and v.role == PRIMARY]
         if not leaders:
-            return None
+            return view if view is not None and view.answered else None
         best = max(leaders, key=lambda v: v.epoch)
         if best.url != self.node.primary:
             log.info("HA: following %s (epoch %d)", best.url, best.epoch)
             self.node.primary = best.url
             await self.node.save(self.path)
-        return best.url
+        return best
 
-    async def _follow(self, primary: str) -> None:
+    async def _follow(self, leader: PeerView) -> None:
+        if leader.epoch < self.epoch:
+            raise ReplicationRefused(
+                f"{leader.url} has epoch {leader.epoch}, lower than this node's {self.epoch}; "
+                "refusing its data"
+            )
+        primary = leader.url
         position = self.changelog.position
         try:
             ws = await self.peers.ws_connect(
@@ -387,7 +405,7 @@ class HAController:
         lost_at = time.monotonic()
         while True:
             if await self._find_primary() is not None:
-                return
+                return  # alive again (even if it refuses us, that is no reason to take over)
             if self.state == STANDBY and time.monotonic() - lost_at >= self.config.takeover_after:
                 self._set(ACTIVE, f"primary {self.node.primary} unreachable; serving its clients")
             await asyncio.sleep(LOST_PRIMARY_PROBE_INTERVAL)

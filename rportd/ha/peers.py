@@ -26,6 +26,7 @@ class PeerView:
 
     url: str
     reachable: bool = False
+    answered: bool = False  # an HTTP answer came, even a refusal: the node is alive
     node_id: str = ""
     role: str = ""
     state: str = ""
@@ -109,6 +110,7 @@ class PeerClient:
             return view
         except asyncio.CancelledError:
             raise
+        view.answered = True
         data = body.get("data") if isinstance(body, dict) else None
         if status != 200 or not isinstance(data, dict):
             view.error = f"HTTP {status}: {_error_text(body)}"
