@@ -35,9 +35,12 @@ from rportd.clients.credentials import (
 )
 from rportd.clients.registry import ClientRegistry, RegistrySettings
 from rportd.clients.service import ClientService, ClientSettings
+from rportd.clients.syncback import ClientSyncSource
 from rportd.config import Config
 from rportd.ha.changelog import ChangeLog
 from rportd.ha.controller import HAController
+from rportd.ha.state import SECONDARY
+from rportd.ha.syncback import Outbox, SyncBack, SyncSource
 from rportd.monitoring.store import MeasurementStore
 from rportd.store.changes import ReplicatedDataset
 from rportd.store.clients import ClientRepository
@@ -94,6 +97,8 @@ class RportServer:
         self.measurements: MeasurementStore | None = None
         self.replicated: dict[str, ReplicatedDataset] = {}
         self.ha: HAController | None = None
+        self.sync_sources: dict[str, SyncSource] = {}
+        self.syncback: SyncBack | None = None
         self.accounts: AccountService
         self.two_factor: TwoFactorLogin | None = None
         self.clients: ClientService
@@ -307,9 +312,8 @@ class RportServer:
 
     async def _start_ha(self) -> None:
         cfg = self.config
-        changelog = ChangeLog(
-            await self.database("ha.db", "ha"), epoch=lambda: self.ha.epoch if self.ha else 0
-        )
+        ha_db = await self.database("ha.db", "ha")
+        changelog = ChangeLog(ha_db, epoch=lambda: self.ha.epoch if self.ha else 0)
         sources = list(self.databases.values())
         if self.external_db is not None:
             sources.append(self.external_db)
@@ -325,6 +329,13 @@ class RportServer:
             disconnect_clients=self.clients.close_all,
             drain_grace=cfg.ha.drain_grace,
         )
+        outbox = Outbox(ha_db, enabled=lambda: self.ha is not None and self.ha.role == SECONDARY)
+        await outbox.open()
+        self._stack.push_async_callback(outbox.close)
+        self.sync_sources[ClientSyncSource.kind] = ClientSyncSource(self.clients.registry)
+        self.clients.registry.save_listeners.append(lambda c: outbox.note("clients", c.id))
+        self.syncback = SyncBack(outbox, self.sync_sources, self.ha.peers)
+        self.ha.sync_back = self.syncback.push
         await self.ha.start()
         self._stack.push_async_callback(self.ha.stop)
 

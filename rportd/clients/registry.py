@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -49,6 +49,7 @@ class ClientRegistry:
         self._by_auth_id: dict[str, set[str]] = {}
         self._registering: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self.connected_count = 0
+        self.save_listeners: list[Callable[[Client], None]] = []
 
     async def load(self) -> None:
         """Load stored clients; all of them start disconnected (§8.3)."""
@@ -173,7 +174,7 @@ class ClientRegistry:
             if isinstance(exc, Exception):
                 raise RegistrationError(str(exc)) from None
             raise
-        self.repo.save(client)
+        self._persist(client)
         return client, remotes
 
     def disconnect(self, conn: ClientConnection, client: Client) -> None:
@@ -190,12 +191,28 @@ class ClientRegistry:
             self.delete(client.id)
             return
         client.disconnected_at = utcnow()
+        self._persist(client)
+
+    def _persist(self, client: Client) -> None:
         self.repo.save(client)
+        for listener in self.save_listeners:
+            listener(client)
 
     def save(self, client: Client) -> None:
         """Persist changes made to ``client``."""
         if self._clients.get(client.id) is client:
-            self.repo.save(client)
+            self._persist(client)
+
+    def adopt(self, client: Client) -> None:
+        """Take a record made elsewhere (sync back from a secondary); not connected here."""
+        current = self._clients.get(client.id)
+        if current is not None and current.connection is not None:
+            return
+        client.connection = None
+        if client.disconnected_at is None:
+            client.disconnected_at = utcnow()
+        self._index(client)
+        self.repo.save(client)
 
     def delete(self, client_id: str) -> None:
         """Forget a client (it must not be connected)."""

@@ -51,7 +51,7 @@ class HAController:
         connected_clients: Callable[[], int],
         disconnect_clients: Callable[[], None],
         drain_grace: float = 150.0,
-        sync_back: Callable[[str], Awaitable[None]] | None = None,
+        sync_back: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         self.config = config
         self.path = data_dir / STATE_FILE
@@ -397,7 +397,8 @@ class HAController:
                 self.node.epoch = leader_epoch
                 await self.node.save(self.path)
             if self.state == STANDBY:
-                self._set(STANDBY)
+                self._set(STANDBY)  # clears an earlier refusal reason
+            self._spawn(self._sync_back(), "ha-sync-back")
             await self.follower.run(ws)
 
     async def _watch_lost_primary(self) -> None:

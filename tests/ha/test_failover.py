@@ -69,6 +69,7 @@ async def test_standby_refuses_clients_and_says_why(cluster: Cluster) -> None:
 
 async def test_kill_primary_then_clients_fail_over_and_switch_back(cluster: Cluster) -> None:
     sims = [failover_client(cluster, f"ha-client-{i}") for i in range(3)]
+    others: list[RportClientSim] = []
     try:
         for sim in sims:
             await sim.start()
@@ -88,6 +89,19 @@ async def test_kill_primary_then_clients_fail_over_and_switch_back(cluster: Clus
         assert takeover < 2.0 + 1.5
         assert failover < 2.0 + 5.0 + 1.0 + 6.0
         assert (await cluster.secondary.status())["clients"] == 3
+        # A client that only knows the secondary shows up there during the outage ...
+        lonely = RportClientSim(
+            SimulatorConfig(
+                server=cluster.secondary.client_url,
+                auth=":".join(CLIENT_AUTH),
+                client_id="only-on-secondary",
+                connect_jitter=0.0,
+                tags=["outage"],
+            )
+        )
+        others = [lonely]
+        await lonely.start()
+        await wait_registered_on(lonely, cluster.secondary, 10)
 
         await cluster.primary.start()
         restarted = time.monotonic()
@@ -97,12 +111,21 @@ async def test_kill_primary_then_clients_fail_over_and_switch_back(cluster: Clus
         switchback = time.monotonic() - restarted
         assert switchback < 3.0 + 1.0 + 5.0
         await cluster.secondary.wait_state("standby", timeout=15)
+        # ... and its record flows back to the primary once it is back.
+        for _ in range(100):
+            status, body = await cluster.primary.api("GET", "/clients/only-on-secondary")
+            if status == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert status == 200, body
+        assert body["data"]["tags"] == ["outage"]
+        assert body["data"]["connection_state"] == "disconnected"
         print(
             f"takeover {takeover:.1f}s, clients on the secondary {failover:.1f}s after the kill, "
             f"back on the primary {switchback:.1f}s after its restart"
         )
     finally:
-        for sim in sims:
+        for sim in sims + others:
             await sim.stop()
 
 

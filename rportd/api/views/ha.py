@@ -17,6 +17,8 @@ from rportd.ha.controller import HAController
 
 log = logging.getLogger(__name__)
 
+SYNC_BACK_LIMIT = 256 * 1024 * 1024
+
 
 def controller(request: web.Request) -> HAController:
     ha = server_of(request).ha
@@ -105,6 +107,38 @@ async def replicate(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+@public
+async def syncback(request: web.Request) -> web.Response:
+    ha = controller(request)
+    caller = cluster_caller(request)
+    if ha.role != "primary" or caller.epoch > ha.epoch:
+        raise conflict(f"this node does not take sync back (it is {ha.role}, epoch {ha.epoch})")
+    # Node-to-node batches may hold large job results: not bound by max_request_bytes.
+    raw = await request.content.read(SYNC_BACK_LIMIT + 1)
+    if len(raw) > SYNC_BACK_LIMIT:
+        raise ApiError(400, f"sync back batch larger than {SYNC_BACK_LIMIT} bytes")
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, "Invalid JSON data.", str(exc)) from None
+    kind, records = body.get("kind"), body.get("records")
+    server = server_of(request)
+    if server.syncback is None or not isinstance(kind, str) or not isinstance(records, list):
+        raise ApiError(400, 'sync back needs {"kind": "...", "records": [...]}')
+    try:
+        stored = await server.syncback.receive(kind, records)
+    except KeyError:
+        raise ApiError(400, f"this node keeps no {kind!r} records") from None
+    log.info(
+        "HA: stored %d of %d %s records synced back by %s",
+        stored,
+        len(records),
+        kind,
+        caller.node_id,
+    )
+    return envelope({"stored": stored})
+
+
 def setup(app: web.Application) -> None:
     r = app.router
     r.add_get("/api/v1/ha/status", status)
@@ -112,3 +146,4 @@ def setup(app: web.Application) -> None:
     r.add_get("/api/v1/ha/node", node)
     r.add_post("/api/v1/ha/step-down", step_down)
     r.add_get("/api/v1/ha/replication", replicate)
+    r.add_post("/api/v1/ha/syncback", syncback)

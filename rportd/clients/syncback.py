@@ -1,0 +1,56 @@
+"""Client last-seen data a secondary sends back to its primary (HA sync back)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rportd.clients.model import Client
+from rportd.clients.registry import ClientRegistry
+from rportd.gotypes import format_db_time, go_dumps, parse_time
+
+
+class ClientSyncSource:
+    """Client records by id; the primary keeps the one seen last."""
+
+    kind = "clients"
+
+    def __init__(self, registry: ClientRegistry) -> None:
+        self.registry = registry
+
+    async def load(self, keys: list[str]) -> list[dict[str, Any]]:
+        records = []
+        for key in keys:
+            client = self.registry.get(key)
+            if client is not None:
+                records.append(
+                    {
+                        "id": client.id,
+                        "client_auth_id": client.client_auth_id,
+                        "disconnected_at": format_db_time(client.disconnected_at),
+                        "details": go_dumps(client.details()),
+                    }
+                )
+        return records
+
+    async def store(self, records: list[dict[str, Any]]) -> int:
+        changed = 0
+        for record in records:
+            incoming = Client.from_row(
+                str(record["id"]),
+                str(record["client_auth_id"]),
+                parse_time(record.get("disconnected_at")),
+                str(record["details"]),
+            )
+            current = self.registry.get(incoming.id)
+            if current is not None and (
+                current.connection is not None
+                or (
+                    incoming.disconnected_at is not None
+                    and current.disconnected_at is not None
+                    and incoming.disconnected_at <= current.disconnected_at
+                )
+            ):
+                continue  # what this node knows is at least as recent
+            self.registry.adopt(incoming)
+            changed += 1
+        return changed
