@@ -43,12 +43,14 @@ def proc_stats(pid: int) -> tuple[float, float]:
 
 
 async def connected(api: str) -> int:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
             f"{api}/api/v1/status",
             headers={"Authorization": aiohttp.encode_basic_auth("admin", "bench-password-1")},
-        ) as resp:
-            return int((await resp.json())["data"]["clients_connected"])
+        ) as resp,
+    ):
+        return int((await resp.json())["data"]["clients_connected"])
 
 
 async def main() -> None:
@@ -122,7 +124,7 @@ async def main() -> None:
             if count >= args.clients:
                 break
             await asyncio.sleep(0.5)
-        rss, cpu = proc_stats(server.pid)
+        _rss, cpu = proc_stats(server.pid)
         await asyncio.sleep(5)
         steady_rss, steady_cpu = proc_stats(server.pid)
     finally:
