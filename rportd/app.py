@@ -304,6 +304,8 @@ class RportServer:
         """Every store of operator-created data, by data set name."""
         if self.credentials.writable:
             self.replicated[self.credentials.dataset] = self.credentials
+        if self.sessions is not None:
+            self.replicated[self.sessions.dataset] = self.sessions
         if self.users is not None and self.users.writable:
             self.replicated[self.users.dataset] = self.users
             if isinstance(self.users, DbUserStore) and self.users.group_permissions_enabled:

@@ -9,13 +9,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rportd.gotypes import format_db_time, format_time, parse_time, utcnow
-from rportd.store.database import Database, Row
+from rportd.store.changes import NULL_SINK, ChangeSink, Document
+from rportd.store.database import Database, Row, Transaction
 
 log = logging.getLogger(__name__)
 
 EXTENSION = timedelta(minutes=10)
 DEFAULT_LIFETIME = 600
 MAX_LIFETIME = 90 * 24 * 3600
+# Sessions created on a secondary (not replicated) take ids above this, so they
+# never meet ids replicated from the primary.
+LOCAL_ID_FLOOR = 1 << 40
 
 
 @dataclass
@@ -51,10 +55,21 @@ class ApiSession:
         )
 
 
+_INSERT = (
+    "INSERT OR REPLACE INTO api_sessions (session_id, expires_at, username, last_access_at, "
+    "user_agent, ip_address) VALUES (:session_id, :expires_at, :username, :last_access_at, "
+    ":user_agent, :ip_address)"
+)
 _UPDATE = (
     "UPDATE api_sessions SET expires_at = :expires_at, last_access_at = :last_access_at, "
     "user_agent = :user_agent, ip_address = :ip_address WHERE session_id = :session_id"
 )
+
+
+def _document(session: ApiSession) -> Document:
+    doc = _row(session)
+    del doc["session_id"]
+    return doc
 
 
 def _row(session: ApiSession) -> dict[str, Any]:
@@ -69,7 +84,14 @@ def _row(session: ApiSession) -> dict[str, Any]:
 
 
 class ApiSessionStore:
-    """Sessions cached in memory; access updates are written in batches, not per request."""
+    """Sessions cached in memory; access updates are written in batches, not per request.
+
+    Replicated (dataset ``api_sessions``) so that bearer tokens stay valid on the
+    node clients fail over to; sessions made on a secondary stay local.
+    """
+
+    dataset = "api_sessions"
+    changes: ChangeSink = NULL_SINK
 
     def __init__(self, db: Database, flush_interval: float = 15.0) -> None:
         self.db = db
@@ -109,19 +131,21 @@ class ApiSessionStore:
             ip_address=ip_address,
         )
         values = _row(session)
-        del values["session_id"]
         async with self.db.transaction() as tx:
-            await tx.execute(
-                "INSERT INTO api_sessions (expires_at, username, last_access_at, user_agent, "
-                "ip_address) VALUES (:expires_at, :username, :last_access_at, :user_agent, "
-                ":ip_address)",
-                values,
-            )
-            row = await tx.fetch_one("SELECT last_insert_rowid() AS id")
-        assert row is not None
-        session.session_id = int(row["id"])
+            row = await tx.fetch_one("SELECT MAX(session_id) AS top FROM api_sessions")
+            top = int(row["top"]) if row and row["top"] is not None else 0
+            if not self.changes.writable:
+                top = max(top, LOCAL_ID_FLOOR)
+            session.session_id = values["session_id"] = top + 1
+            await tx.execute(_INSERT, values)
+            await self._record(tx, session)
         self._cache[session.session_id] = session
         return session
+
+    async def _record(self, tx: Transaction, session: ApiSession, deleted: bool = False) -> None:
+        if self.changes.writable and session.session_id < LOCAL_ID_FLOOR:
+            doc = None if deleted else _document(session)
+            await self.changes.record(tx, self.dataset, str(session.session_id), doc)
 
     async def get(self, session_id: int) -> ApiSession | None:
         """A live session (read through to the DB when it is not cached)."""
@@ -157,35 +181,85 @@ class ApiSessionStore:
     async def delete(self, session_id: int) -> bool:
         self._cache.pop(session_id, None)
         self._dirty.discard(session_id)
-        return (
-            await self.db.execute(
+        async with self.db.transaction() as tx:
+            deleted = await tx.execute(
                 "DELETE FROM api_sessions WHERE session_id = :id", {"id": session_id}
             )
-            > 0
-        )
+            if deleted:
+                await self._record_deleted(tx, session_id)
+        return deleted > 0
+
+    async def _record_deleted(self, tx: Transaction, session_id: int) -> None:
+        if self.changes.writable and session_id < LOCAL_ID_FLOOR:
+            await self.changes.record(tx, self.dataset, str(session_id), None)
 
     async def delete_for(self, username: str) -> None:
         for sid in [s.session_id for s in self._cache.values() if s.username == username]:
             self._cache.pop(sid, None)
             self._dirty.discard(sid)
-        await self.db.execute("DELETE FROM api_sessions WHERE username = :u", {"u": username})
+        async with self.db.transaction() as tx:
+            rows = await tx.fetch_all(
+                "SELECT session_id FROM api_sessions WHERE username = :u", {"u": username}
+            )
+            await tx.execute("DELETE FROM api_sessions WHERE username = :u", {"u": username})
+            for row in rows:
+                await self._record_deleted(tx, int(row["session_id"]))
 
     async def rename_user(self, old: str, new: str) -> None:
         for session in self._cache.values():
             if session.username == old:
                 session.username = new
-        await self.db.execute(
-            "UPDATE api_sessions SET username = :new WHERE username = :old",
-            {"new": new, "old": old},
-        )
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "UPDATE api_sessions SET username = :new WHERE username = :old",
+                {"new": new, "old": old},
+            )
+            for row in await tx.fetch_all(
+                "SELECT * FROM api_sessions WHERE username = :u", {"u": new}
+            ):
+                await self._record(tx, ApiSession.from_row(row))
 
     async def flush(self) -> None:
+        """Write the batched access updates (and replicate the new expiries)."""
         if not self._dirty:
             return
         ids, self._dirty = self._dirty, set()
-        rows = [_row(self._cache[i]) for i in ids if i in self._cache]
+        sessions = [self._cache[i] for i in ids if i in self._cache]
         async with self.db.transaction() as tx:
-            await tx.execute_many(_UPDATE, rows)
+            await tx.execute_many(_UPDATE, [_row(s) for s in sessions])
+            for session in sessions:
+                await self._record(tx, session)
+
+    # ReplicatedDataset
+    async def snapshot(self) -> dict[str, Document]:
+        await self.flush()
+        rows = await self.db.fetch_all(
+            "SELECT * FROM api_sessions WHERE session_id < :floor", {"floor": LOCAL_ID_FLOOR}
+        )
+        return {str(r["session_id"]): _document(ApiSession.from_row(r)) for r in rows}
+
+    async def apply(self, key: str, doc: Document | None) -> None:
+        session_id = int(key)
+        if doc is None:
+            self._cache.pop(session_id, None)
+            await self.db.execute(
+                "DELETE FROM api_sessions WHERE session_id = :id", {"id": session_id}
+            )
+            return
+        session = ApiSession.from_row({**doc, "session_id": session_id})
+        await self.db.execute(_INSERT, _row(session))
+        self._cache[session_id] = session
+
+    async def restore(self, docs: dict[str, Document]) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "DELETE FROM api_sessions WHERE session_id < :floor", {"floor": LOCAL_ID_FLOOR}
+            )
+            await tx.execute_many(
+                _INSERT,
+                [_row(ApiSession.from_row({**d, "session_id": int(k)})) for k, d in docs.items()],
+            )
+        await self.load()
 
     async def purge_expired(self) -> None:
         now = utcnow()

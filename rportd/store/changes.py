@@ -24,6 +24,10 @@ Document = dict[str, Any]
 class ChangeSink(Protocol):
     """Receives every change of replicated data."""
 
+    @property
+    def writable(self) -> bool:
+        """False on a secondary: replicated data only changes by replication."""
+
     def ensure_writable(self, dataset: str) -> None:
         """Raise if ``dataset`` may not change on this node (before touching a file)."""
 
@@ -35,6 +39,8 @@ class ChangeSink(Protocol):
 
 class NullSink:
     """The sink of a standalone server: changes go nowhere."""
+
+    writable = True
 
     def ensure_writable(self, dataset: str) -> None:
         return None

@@ -230,3 +230,33 @@ async def _no_credential(server: RportServer, auth_id: str) -> bool:
 
 async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
     return text in caplog.text
+
+
+async def test_bearer_tokens_work_on_the_secondary(pair: Pair) -> None:
+    primary = await pair.start("p", "primary")
+    secondary = await pair.start("s", "secondary")
+    await eventually(lambda: _state(secondary, "standby"))
+    basic = {"Authorization": aiohttp.encode_basic_auth("admin", "admin-password-123")}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{pair.primary_url}/api/v1/login", headers=basic) as resp:
+            token = (await resp.json())["data"]["token"]
+        bearer = {"Authorization": f"Bearer {token}"}
+
+        async def accepted_on_secondary(expected: int = 200) -> bool:
+            async with http.get(f"{pair.secondary_url}/api/v1/me", headers=bearer) as resp:
+                return resp.status == expected
+
+        await eventually(accepted_on_secondary)
+        async with http.delete(f"{pair.primary_url}/api/v1/logout", headers=bearer) as resp:
+            assert resp.status == 204
+        await eventually(lambda: accepted_on_secondary(401))
+
+        # Logging in on the secondary works; that session stays local.
+        async with http.get(f"{pair.secondary_url}/api/v1/login", headers=basic) as resp:
+            assert resp.status == 200
+            local = {"Authorization": f"Bearer {(await resp.json())['data']['token']}"}
+        async with http.get(f"{pair.secondary_url}/api/v1/me", headers=local) as resp:
+            assert resp.status == 200
+        async with http.get(f"{pair.primary_url}/api/v1/me", headers=local) as resp:
+            assert resp.status == 401
+    assert primary.sessions is not None
