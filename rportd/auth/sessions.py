@@ -232,7 +232,8 @@ class ApiSessionStore:
 
     # ReplicatedDataset
     async def snapshot(self) -> dict[str, Document]:
-        await self.flush()
+        # No flush here: a snapshot runs under the change log's lock, which a flush
+        # (it records changes) would wait for. Pending extensions follow in the log.
         rows = await self.db.fetch_all(
             "SELECT * FROM api_sessions WHERE session_id < :floor", {"floor": LOCAL_ID_FLOOR}
         )

@@ -64,7 +64,10 @@ class ReplicatedDataset(Protocol):
         """Stable name of the data set (e.g. ``client_auth``)."""
 
     async def snapshot(self) -> dict[str, Document]:
-        """Every document by key, consistent at one point in time."""
+        """Every document by key, consistent at one point in time.
+
+        Runs while writers are held off: it must not write (or record) anything.
+        """
 
     async def apply(self, key: str, doc: Document | None) -> None:
         """Write a replicated change (``None`` deletes) without recording it."""

@@ -260,3 +260,24 @@ async def test_bearer_tokens_work_on_the_secondary(pair: Pair) -> None:
         async with http.get(f"{pair.primary_url}/api/v1/me", headers=local) as resp:
             assert resp.status == 401
     assert primary.sessions is not None
+
+
+async def test_snapshot_while_sessions_have_pending_updates(pair: Pair) -> None:
+    primary = await pair.start("p", "primary")
+    basic = {"Authorization": aiohttp.encode_basic_auth("admin", "admin-password-123")}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{pair.primary_url}/api/v1/login", headers=basic) as resp:
+            token = (await resp.json())["data"]["token"]
+        async with http.get(
+            f"{pair.primary_url}/api/v1/me", headers={"Authorization": f"Bearer {token}"}
+        ) as resp:
+            assert resp.status == 200  # leaves an unflushed access update
+    secondary = await pair.start("s", "secondary")
+    assert primary.sessions is not None and secondary.sessions is not None
+    await asyncio.wait_for(eventually(lambda: _state(secondary, "standby")), 5)
+
+    async def has_session() -> bool:
+        assert secondary.sessions is not None
+        return bool(await secondary.sessions.snapshot())
+
+    await eventually(has_session)
