@@ -14,10 +14,15 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from rportd import __version__
+from rportd.auditlog.store import AuditLog
+from rportd.auditlog.syncback import AuditSyncSource
 from rportd.auth.accounts import AccountService
+from rportd.auth.delivery import SenderUnavailable, build_sender
 from rportd.auth.jwt import TokenIssuer
 from rportd.auth.sessions import ApiSessionStore
 from rportd.auth.throttle import IpBan, LoginWait
+from rportd.auth.tokens import ApiTokenStore
+from rportd.auth.twofactor import TwoFactorService
 from rportd.auth.users import (
     DbUserStore,
     FileUserStore,
@@ -33,6 +38,7 @@ from rportd.clients.credentials import (
     StaticCredentials,
     TableCredentials,
 )
+from rportd.clients.groups import ClientGroupStore
 from rportd.clients.registry import ClientRegistry, RegistrySettings
 from rportd.clients.service import ClientService, ClientSettings
 from rportd.clients.syncback import ClientSyncSource
@@ -89,6 +95,10 @@ class RportServer:
         self.credentials: ClientCredentials
         self.users: UserStore | None = None
         self.sessions: ApiSessionStore | None = None
+        self.api_tokens: ApiTokenStore | None = None
+        self.client_groups: ClientGroupStore
+        self.auditlog: AuditLog | None = None
+        self.two_fa: TwoFactorService | None = None
         self.tokens_issuer = TokenIssuer(config.api.jwt_secret or secrets.token_urlsafe(32))
         self.api_login_wait = LoginWait(config.api.user_login_wait)
         self.api_ip_ban = IpBan(config.api.max_failed_login, config.api.ban_time)
@@ -224,6 +234,11 @@ class RportServer:
             self.tunnels,
         )
         await registry.load()
+        self.client_groups = ClientGroupStore(
+            await self.database("client_groups.db", "client_groups")
+        )
+        await self.client_groups.load()
+        self.client_access = ClientAccess(self.client_groups.all)
         repo.start()
         self._stack.push_async_callback(repo.stop)
         self.clients = ClientService(
@@ -259,12 +274,7 @@ class RportServer:
             self.sessions.start()
             self._stack.push_async_callback(self.sessions.stop)
             assert self.users is not None
-            self.accounts = AccountService(
-                self.users,
-                self.sessions,
-                password_min_length=cfg.api.password_min_length,
-                zxcvbn_min_score=cfg.api.password_zxcvbn_minscore,
-            )
+            await self._start_access()
 
         self._collect_replicated()
         if cfg.ha.enabled:
@@ -311,6 +321,9 @@ class RportServer:
             if isinstance(self.users, DbUserStore) and self.users.group_permissions_enabled:
                 groups = UserGroupsDataset(self.users)
                 self.replicated[groups.dataset] = groups
+        if self.api_tokens is not None:
+            self.replicated[self.api_tokens.dataset] = self.api_tokens
+        self.replicated[self.client_groups.dataset] = self.client_groups
 
     async def _start_ha(self) -> None:
         cfg = self.config
@@ -336,10 +349,54 @@ class RportServer:
         self._stack.push_async_callback(outbox.close)
         self.sync_sources[ClientSyncSource.kind] = ClientSyncSource(self.clients.registry)
         self.clients.registry.save_listeners.append(lambda c: outbox.note("clients", c.id))
+        if self.auditlog is not None:
+            self.sync_sources[AuditSyncSource.kind] = AuditSyncSource(self.auditlog)
+            self.auditlog.listeners.append(lambda e: outbox.note(AuditSyncSource.kind, e.key))
         self.syncback = SyncBack(outbox, self.sync_sources, self.ha.peers)
         self.ha.sync_back = self.syncback.push
         await self.ha.start()
         self._stack.push_async_callback(self.ha.stop)
+
+    async def _start_access(self) -> None:
+        """API tokens, account policy, 2FA and the audit log."""
+        cfg = self.config
+        assert self.users is not None
+        self.api_tokens = ApiTokenStore(await self.database("api_token.db", "api_token"))
+        await self.api_tokens.load()
+        try:
+            sender = build_sender(cfg.api, cfg.smtp, cfg.pushover)
+        except SenderUnavailable as exc:
+            raise StartupError(str(exc)) from exc
+        self.accounts = AccountService(
+            self.users,
+            self.sessions,
+            password_min_length=cfg.api.password_min_length,
+            zxcvbn_min_score=cfg.api.password_zxcvbn_minscore,
+            two_fa_on=sender is not None,
+            receiver_check=sender.validate_receiver if sender is not None else None,
+        )
+        self.accounts.tokens = self.api_tokens
+        if sender is not None or cfg.api.totp_enabled:
+            from rportd.api.twofactor import TwoFactorLogin
+
+            self.two_fa = TwoFactorService(
+                sender=sender,
+                totp=cfg.api.totp_enabled,
+                code_ttl=cfg.api.two_fa_token_ttl_seconds,
+                send_timeout=cfg.api.two_fa_send_timeout,
+                totp_session_ttl=cfg.api.totp_login_session_ttl,
+            )
+            self.two_factor = TwoFactorLogin(self, self.two_fa)
+        self.auditlog = AuditLog(
+            self.data_dir,
+            enabled=cfg.api.enable_audit_log,
+            rotation=cfg.api.audit_log_rotation,
+            obfuscate=cfg.api.use_ip_obfuscation,
+            wal=cfg.server.sqlite_wal,
+        )
+        self._stack.push_async_callback(self.auditlog.close)
+        await self.auditlog.open()
+        self.auditlog.start()
 
     async def _serve(
         self, app: web.Application, address: str, ssl_ctx: ssl.SSLContext | None

@@ -6,15 +6,39 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from rportd.api import middlewares
+from rportd.api import audit, middlewares
 from rportd.api.context import AUTH_KEY, SERVER_KEY
 from rportd.api.security import Authenticator
-from rportd.api.views import clients, ha, login, status
+from rportd.api.views import (
+    auditlog,
+    client_acl,
+    client_groups,
+    clients,
+    clients_auth,
+    ha,
+    login,
+    me,
+    status,
+    twofa,
+    users,
+)
 
 if TYPE_CHECKING:
     from rportd.app import RportServer
 
-VIEWS = (login, status, clients, ha)
+VIEWS = (
+    login,
+    status,
+    clients,
+    ha,
+    clients_auth,
+    users,
+    me,
+    twofa,
+    client_groups,
+    client_acl,
+    auditlog,
+)
 
 
 def create_api_app(server: RportServer) -> web.Application:
@@ -27,18 +51,22 @@ def create_api_app(server: RportServer) -> web.Application:
             middlewares.ip_ban,
             middlewares.authentication,
             middlewares.replica_writes,
+            audit.audit,
         ],
     )
     assert server.users is not None and server.sessions is not None
     app[SERVER_KEY] = server
-    app[AUTH_KEY] = Authenticator(
+    authenticator = Authenticator(
         server.users,
         server.sessions,
         server.tokens_issuer,
         server.api_login_wait,
         server.api_ip_ban,
-        password_basic_auth=not cfg.two_fa_enabled,
+        password_basic_auth=not (cfg.two_fa_enabled or cfg.totp_enabled),
     )
+    if server.api_tokens is not None:
+        authenticator.token_verifier = server.api_tokens.verify
+    app[AUTH_KEY] = authenticator
     for view in VIEWS:
         view.setup(app)
     return app

@@ -8,11 +8,11 @@ import logging
 from aiohttp import web
 
 from rportd.api.context import AUTH_KEY, SERVER_KEY, set_identity
-from rportd.api.errors import ApiError
+from rportd.api.errors import ApiError, ErrorItem
 from rportd.api.guards import Handler
 from rportd.api.responses import json_response
 from rportd.api.security import check_token_scope
-from rportd.auth.accounts import PasswordRejected
+from rportd.auth.accounts import AccountError
 from rportd.ha.changelog import ReadOnlyReplica
 from rportd.httputil import client_ip
 
@@ -29,8 +29,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except ApiError as exc:
         return json_response(exc.to_json(), exc.status)
-    except PasswordRejected as exc:
-        return json_response(ApiError(400, exc.title, exc.detail).to_json(), 400)
+    except AccountError as exc:
+        items = [ErrorItem(title, detail) for title, detail in exc.items]
+        return json_response(ApiError(exc.status, exc.title, items=items).to_json(), exc.status)
     except ReadOnlyReplica as exc:
         ha = request.app[SERVER_KEY].ha
         refusal = (ha.write_refusal() if ha else None) or str(exc)

@@ -137,18 +137,18 @@ class Authenticator:
         user = await self.users.get(username)
         if user is None:
             raise self._failed(username, ip)
+        scope: str | None = None
         prefix, sep, _ = secret.partition("_")
         if sep and len(prefix) == 8 and self.token_verifier is not None:
             scope = await self.token_verifier(username, secret)
-            if scope is not None:
-                self.ip_ban.succeeded(ip)
-                return await self.identity(user, token_scope=scope)
-        if not self.password_basic_auth or not await verify_password(user.password, secret):
+        if scope is None and (
+            not self.password_basic_auth or not await verify_password(user.password, secret)
+        ):
             raise self._failed(username, ip)
         if user.password_expired:
-            raise ApiError(500, PASSWORD_EXPIRED)
+            raise unauthorized(PASSWORD_EXPIRED)
         self.ip_ban.succeeded(ip)
-        return await self.identity(user)
+        return await self.identity(user, token_scope=scope)
 
     async def _bearer(self, request: web.Request, token: str, ip: str) -> Identity:
         try:
@@ -169,7 +169,7 @@ class Authenticator:
 
 
 def check_token_scope(identity: Identity, request: web.Request) -> None:
-    """Refuse requests outside an API token's scope (upstream answers 500)."""
+    """Refuse requests outside an API token's scope (403; upstream answers 500)."""
     scope = identity.token_scope
     if scope is None or scope == "read+write":
         return
@@ -178,4 +178,4 @@ def check_token_scope(identity: Identity, request: web.Request) -> None:
         return
     if scope == "clients-auth" and "clients-auth" in path:
         return
-    raise ApiError(500, SCOPE_DENIED)
+    raise ApiError(403, SCOPE_DENIED)

@@ -193,6 +193,20 @@ class ApiSessionStore:
         if self.changes.writable and session_id < LOCAL_ID_FLOOR:
             await self.changes.record(tx, self.dataset, str(session_id), None)
 
+    async def delete_of(self, username: str, session_id: int) -> bool:
+        """Delete a session only if it belongs to ``username``."""
+        session = self._cache.get(session_id)
+        if session is not None and session.username == username:
+            self._cache.pop(session_id, None)
+            self._dirty.discard(session_id)
+        return (
+            await self.db.execute(
+                "DELETE FROM api_sessions WHERE username = :u AND session_id = :id",
+                {"u": username, "id": session_id},
+            )
+            > 0
+        )
+
     async def delete_for(self, username: str) -> None:
         for sid in [s.session_id for s in self._cache.values() if s.username == username]:
             self._cache.pop(sid, None)

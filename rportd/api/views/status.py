@@ -27,7 +27,7 @@ async def status(request: web.Request) -> web.Response:
             else "Read Only",
             "users_auth_source": users.source if users else "",
             "group_permissions_enabled": bool(users and users.group_permissions_enabled),
-            "two_fa_enabled": cfg.api.two_fa_enabled,
+            "two_fa_enabled": cfg.api.two_fa_enabled or cfg.api.totp_enabled,
             "two_fa_delivery_method": server.two_fa_delivery_method,
             "auditlog": {
                 "enabled": cfg.api.enable_audit_log,
