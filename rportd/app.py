@@ -377,7 +377,7 @@ class RportServer:
         )
         self.accounts.tokens = self.api_tokens
         if sender is not None or cfg.api.totp_enabled:
-            from rportd.api.twofactor import TwoFactorLogin
+            from rportd.api.twofactor import ApiTwoFactorLogin
 
             self.two_fa = TwoFactorService(
                 sender=sender,
@@ -386,7 +386,7 @@ class RportServer:
                 send_timeout=cfg.api.two_fa_send_timeout,
                 totp_session_ttl=cfg.api.totp_login_session_ttl,
             )
-            self.two_factor = TwoFactorLogin(self, self.two_fa)
+            self.two_factor = ApiTwoFactorLogin(self, self.two_fa)
         self.auditlog = AuditLog(
             self.data_dir,
             enabled=cfg.api.enable_audit_log,

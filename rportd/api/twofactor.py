@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from rportd.app import RportServer
 
 
-class TwoFactorLogin:
+class ApiTwoFactorLogin:
     """Implements ``RportServer.two_factor`` on top of :class:`TwoFactorService`."""
 
     def __init__(self, server: RportServer, service: TwoFactorService) -> None:
