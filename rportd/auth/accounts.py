@@ -19,6 +19,7 @@ ReceiverCheck = Callable[[str], Awaitable[None]]
 
 ALREADY_EXISTS = "Another user with this username already exists"
 NOTHING_TO_CHANGE = "nothing to change"
+MAX_PASSWORD_BYTES = 72
 STATIC_USER_OPERATION = "The single user authentication doesn't support this operation."
 
 
@@ -61,7 +62,7 @@ class UserChange:
 def _zxcvbn_score(password: str, user_inputs: list[str]) -> int:
     import zxcvbn
 
-    result = zxcvbn.zxcvbn(password, user_inputs=user_inputs)
+    result = zxcvbn.zxcvbn(password, user_inputs=user_inputs, max_length=MAX_PASSWORD_BYTES)
     return int(result["score"])
 
 
@@ -100,7 +101,15 @@ class AccountService:
                     f"password must be at least {self.password_min_length} characters",
                 )
             )
-        if self.zxcvbn_min_score >= 0:
+        if len(password.encode()) > MAX_PASSWORD_BYTES:
+            # bcrypt reads no more than this; refuse rather than silently cut.
+            problems.append(
+                (
+                    "Your password is too long",
+                    f"password must be at most {MAX_PASSWORD_BYTES} bytes",
+                )
+            )
+        elif self.zxcvbn_min_score >= 0:
             score = await asyncio.to_thread(_zxcvbn_score, password, user_inputs)
             if score < self.zxcvbn_min_score:
                 problems.append(

@@ -99,6 +99,13 @@ async def test_user_validation(admin: Api) -> None:
         "title": "Your password is too short",
         "detail": "password must be at least 14 characters",
     }
+    status, body = await admin.post("/users", json={"username": "dave", "password": "é" * 37})
+    assert status == 400
+    assert body["errors"][0] == {
+        "code": "",
+        "title": "Your password is too long",
+        "detail": "password must be at most 72 bytes",
+    }
     status, body = await admin.post(
         "/users", json={"username": " dave", "password": "long-enough-password"}
     )
