@@ -199,13 +199,14 @@ class ApiSessionStore:
         if session is not None and session.username == username:
             self._cache.pop(session_id, None)
             self._dirty.discard(session_id)
-        return (
-            await self.db.execute(
+        async with self.db.transaction() as tx:
+            deleted = await tx.execute(
                 "DELETE FROM api_sessions WHERE username = :u AND session_id = :id",
                 {"u": username, "id": session_id},
             )
-            > 0
-        )
+            if deleted:
+                await self._record_deleted(tx, session_id)
+        return deleted > 0
 
     async def delete_for(self, username: str) -> None:
         for sid in [s.session_id for s in self._cache.values() if s.username == username]:
