@@ -32,6 +32,7 @@ from rportd.auth.users import (
     UserStore,
 )
 from rportd.clients.access import ClientAccess
+from rportd.clients.acl import ClientAclStore
 from rportd.clients.credentials import (
     ClientCredentials,
     FileCredentials,
@@ -239,6 +240,8 @@ class RportServer:
         )
         await self.client_groups.load()
         self.client_access = ClientAccess(self.client_groups.all)
+        self.client_acls = ClientAclStore(clients_db, registry)
+        await self.client_acls.load()
         repo.start()
         self._stack.push_async_callback(repo.stop)
         self.clients = ClientService(
@@ -324,6 +327,7 @@ class RportServer:
         if self.api_tokens is not None:
             self.replicated[self.api_tokens.dataset] = self.api_tokens
         self.replicated[self.client_groups.dataset] = self.client_groups
+        self.replicated[self.client_acls.dataset] = self.client_acls
 
     async def _start_ha(self) -> None:
         cfg = self.config

@@ -50,6 +50,7 @@ class ClientRegistry:
         self._registering: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self.connected_count = 0
         self.save_listeners: list[Callable[[Client], None]] = []
+        self.acl_lookup: Callable[[str], list[str] | None] = lambda client_id: None
 
     async def load(self) -> None:
         """Load stored clients; all of them start disconnected (§8.3)."""
@@ -158,7 +159,7 @@ class ClientRegistry:
         ):
             raise RegistrationError(f'client auth ID is already in use: "{auth_id}"')
 
-        client = existing or Client(id=client_id)
+        client = existing or Client(id=client_id, allowed_user_groups=self.acl_lookup(client_id))
         client.update_from_request(request, auth_id, conn.peer_host)
         client.disconnected_at = None
         client.last_heartbeat_at = utcnow()

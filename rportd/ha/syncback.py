@@ -51,6 +51,7 @@ class Outbox:
         self._enabled = enabled
         self._pending: set[tuple[str, str]] = set()
         self._flushing: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
 
     async def open(self) -> None:
         await self.db.execute(_DDL)
@@ -73,13 +74,16 @@ class Outbox:
         await self._flush_now()
 
     async def _flush_now(self) -> None:
-        batch, self._pending = self._pending, set()
-        if batch:
-            async with self.db.transaction() as tx:
-                await tx.execute_many(
-                    "INSERT OR IGNORE INTO rportd_outbox (kind, key) VALUES (:kind, :key)",
-                    [{"kind": k, "key": v} for k, v in batch],
-                )
+        # Under a lock: a reader must not look at the table while keys it was
+        # waiting for are half way from memory to disk.
+        async with self._flush_lock:
+            batch, self._pending = self._pending, set()
+            if batch:
+                async with self.db.transaction() as tx:
+                    await tx.execute_many(
+                        "INSERT OR IGNORE INTO rportd_outbox (kind, key) VALUES (:kind, :key)",
+                        [{"kind": k, "key": v} for k, v in batch],
+                    )
 
     async def take(self, kind: str, limit: int) -> list[str]:
         await self._flush_now()

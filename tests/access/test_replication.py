@@ -6,6 +6,7 @@ import aiohttp
 
 from rportd.app import RportServer
 from rportd.clients.groups import ClientGroup, normalize_params
+from rportd.clients.model import Client
 from tests.conftest import Api
 from tests.ha.test_replication import Pair, eventually, pair
 
@@ -71,18 +72,24 @@ async def test_audit_entries_flow_back(pair: Pair) -> None:
     await eventually(lambda: _standby(secondary))
     async with aiohttp.ClientSession() as http:
         on_secondary = Api(http, f"{pair.secondary_url}/api/v1", ADMIN)
-        assert await on_secondary.delete("/users/admin/sessions") == (204, None)
+        # Session deletion is a replicated write: refused on a secondary.
+        status, body = await on_secondary.delete("/users/admin/sessions")
+        assert status == 403 and pair.primary_url in body["errors"][0]["title"]
+        # Deleting a disconnected client is not: the secondary does it and audits it.
+        secondary.clients.registry.adopt(Client(id="gone", client_auth_id="client1"))
+        assert await on_secondary.delete("/clients/gone") == (204, None)
         status, body = await on_secondary.get("/auditlog")
         assert status == 200
         [entry] = body["data"]
-        assert entry["application"] == "auth.api.sessions"
+        assert (entry["application"], entry["affected_id"]) == ("client", "gone")
 
+        # Pushed by whichever runs first: this call or the node's own sync back.
         assert secondary.syncback is not None
-        assert await secondary.syncback.push(pair.primary_url) == 1
-        assert await secondary.syncback.push(pair.primary_url) == 0  # sent once
+        await secondary.syncback.push(pair.primary_url)
+        assert await secondary.syncback.push(pair.primary_url) == 0  # nothing left to send
         on_primary = Api(http, f"{pair.primary_url}/api/v1", ADMIN)
         status, body = await on_primary.get("/auditlog")
-        assert status == 200 and body["data"] == [entry]
+        assert status == 200 and body["data"] == [entry]  # stored once
         # A batch shipped twice stores nothing new.
         assert primary.auditlog is not None
         assert await primary.auditlog.insert_documents([entry]) == 0

@@ -16,6 +16,7 @@ import pytest
 
 from rportd.app import RportServer
 from rportd.auth.users import User
+from rportd.clients.model import Client
 from rportd.ha import auth
 from rportd.ha.changelog import ReadOnlyReplica
 from tests.conftest import server_config
@@ -281,3 +282,21 @@ async def test_snapshot_while_sessions_have_pending_updates(pair: Pair) -> None:
         return bool(await secondary.sessions.snapshot())
 
     await eventually(has_session)
+
+
+async def test_client_acls_replicate_to_clients_never_seen_there(pair: Pair) -> None:
+    primary = await pair.start("p", "primary")
+    secondary = await pair.start("s", "secondary")
+    primary.clients.registry.adopt(Client(id="web01", client_auth_id="client1"))
+    await primary.client_acls.set("web01", ["ops"])
+    client = primary.clients.registry.get("web01")
+    assert client is not None and client.allowed_user_groups == ["ops"]
+
+    async def arrived() -> bool:
+        return await secondary.client_acls.snapshot() == {"web01": {"allowed_user_groups": ["ops"]}}
+
+    await eventually(arrived)
+    # The client never connected to the secondary; new records there start with its ACL.
+    assert secondary.clients.registry.acl_lookup("web01") == ["ops"]
+    with pytest.raises(ReadOnlyReplica):
+        await secondary.client_acls.set("web01", [])

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from rportd.api.context import server_of
 from rportd.api.errors import ApiError, not_found
-from rportd.api.guards import require_admin
+from rportd.api.guards import require_admin, writes_replicated
 from rportd.api.responses import expect_type, no_content, read_json
 from rportd.api.views.clients import accessible_client
 from rportd.api.views.users import FILE_NO_GROUPS, STATIC_NO_GROUPS, users_of
@@ -25,6 +25,7 @@ async def _check_groups_exist(request: web.Request, names: list[str]) -> None:
         raise not_found(f"user groups not found: {', '.join(missing)}")
 
 
+@writes_replicated
 async def set_acl(request: web.Request) -> web.Response:
     client = accessible_client(request, request.match_info["client_id"])
     require_admin(request)
@@ -33,8 +34,9 @@ async def set_acl(request: web.Request) -> web.Response:
     if groups is not None and not all(isinstance(g, str) for g in groups):
         raise ApiError(400, "Invalid JSON data.", "json: allowed_user_groups must hold strings")
     await _check_groups_exist(request, groups or [])
-    client.allowed_user_groups = list(groups) if groups is not None else None
-    server_of(request).clients.registry.save(client)
+    await server_of(request).client_acls.set(
+        client.id, list(groups) if groups is not None else None
+    )
     return no_content()
 
 

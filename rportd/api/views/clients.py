@@ -118,6 +118,7 @@ async def delete_client(request: web.Request) -> web.Response:
     if client.connected:
         raise bad_request("Client is active, should be disconnected")
     server.clients.registry.delete(client.id)
+    await server.client_acls.forget(client.id)
     return no_content()
 
 

@@ -161,6 +161,7 @@ async def list_user_sessions(request: web.Request) -> web.Response:
 
 
 @admin_only
+@writes_replicated
 async def delete_user_sessions(request: web.Request) -> web.Response:
     sessions = server_of(request).sessions
     assert sessions is not None
@@ -169,6 +170,7 @@ async def delete_user_sessions(request: web.Request) -> web.Response:
 
 
 @admin_only
+@writes_replicated
 async def delete_user_session(request: web.Request) -> web.Response:
     sessions = server_of(request).sessions
     assert sessions is not None
