@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -300,3 +301,27 @@ async def test_client_acls_replicate_to_clients_never_seen_there(pair: Pair) -> 
     assert secondary.clients.registry.acl_lookup("web01") == ["ops"]
     with pytest.raises(ReadOnlyReplica):
         await secondary.client_acls.set("web01", [])
+
+
+async def test_every_replicated_write_is_refused_on_the_secondary(pair: Pair) -> None:
+    await pair.start("p", "primary")
+    secondary = await pair.start("s", "secondary")
+    from rportd.api.app import create_api_app
+
+    routes = [
+        (route.method, route.resource.canonical)
+        for route in create_api_app(secondary).router.routes()
+        if route.resource is not None and getattr(route.handler, "rportd_replicated", False)
+    ]
+    assert len(routes) >= 15
+    basic = {"Authorization": aiohttp.encode_basic_auth("admin", "admin-password-123")}
+    async with aiohttp.ClientSession() as http:
+        for method, canonical in routes:
+            path = re.sub(r"\{[^}]+\}", "x1", canonical)
+            async with http.request(
+                method, pair.secondary_url + path, headers=basic, json={}
+            ) as resp:
+                body = await resp.json()
+                assert resp.status == 403, (method, path, body)
+                title = body["errors"][0]["title"]
+                assert "secondary" in title and pair.primary_url in title, (method, path)
