@@ -47,6 +47,8 @@ from rportd.ha.changelog import ChangeLog
 from rportd.ha.controller import HAController
 from rportd.ha.state import SECONDARY
 from rportd.ha.syncback import Outbox, SyncBack, SyncSource
+from rportd.jobs.repository import JobRepository
+from rportd.jobs.service import JobService, JobSettings
 from rportd.monitoring.store import MeasurementStore
 from rportd.store.changes import ReplicatedDataset
 from rportd.store.clients import ClientRepository
@@ -112,6 +114,7 @@ class RportServer:
         self.accounts: AccountService
         self.two_factor: TwoFactorLogin | None = None
         self.clients: ClientService
+        self.jobs: JobService
         self.listener: ClientListener
         self.client_address: tuple[str, int] | None = None
         self.api_address: tuple[str, int] | None = None
@@ -256,6 +259,17 @@ class RportServer:
             IpBan(cfg.server.max_failed_login, cfg.server.ban_time),
         )
         self._stack.push_async_callback(self.tunnels.close)
+        self.jobs = JobService(
+            JobRepository(await self.database("jobs.db", "jobs")),
+            self.clients,
+            JobSettings(
+                default_timeout_sec=cfg.server.run_remote_cmd_timeout_sec,
+                max_results=cfg.server.jobs_max_results,
+                max_request_bytes_client=cfg.server.max_request_bytes_client,
+            ),
+        )
+        await self.jobs.start()
+        self._stack.push_async_callback(self.jobs.stop)
         if cfg.monitoring.enabled:
             self.measurements = MeasurementStore(
                 await self.database("monitoring.db", "monitoring"),

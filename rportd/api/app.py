@@ -16,6 +16,8 @@ from rportd.api.views import (
     clients,
     clients_auth,
     ha,
+    jobs,
+    jobs_ws,
     login,
     me,
     status,
@@ -38,6 +40,8 @@ VIEWS = (
     client_groups,
     client_acl,
     auditlog,
+    jobs,
+    jobs_ws,
 )
 
 
