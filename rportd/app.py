@@ -49,6 +49,7 @@ from rportd.ha.state import SECONDARY
 from rportd.ha.syncback import Outbox, SyncBack, SyncSource
 from rportd.jobs.repository import JobRepository
 from rportd.jobs.service import JobService, JobSettings
+from rportd.library.store import Library
 from rportd.monitoring.store import MeasurementStore
 from rportd.store.changes import ReplicatedDataset
 from rportd.store.clients import ClientRepository
@@ -115,6 +116,7 @@ class RportServer:
         self.two_factor: TwoFactorLogin | None = None
         self.clients: ClientService
         self.jobs: JobService
+        self.library: Library
         self.listener: ClientListener
         self.client_address: tuple[str, int] | None = None
         self.api_address: tuple[str, int] | None = None
@@ -270,6 +272,7 @@ class RportServer:
         )
         await self.jobs.start()
         self._stack.push_async_callback(self.jobs.stop)
+        self.library = Library(await self.database("library.db", "library"))
         if cfg.monitoring.enabled:
             self.measurements = MeasurementStore(
                 await self.database("monitoring.db", "monitoring"),
@@ -338,6 +341,8 @@ class RportServer:
         if self.api_tokens is not None:
             self.replicated[self.api_tokens.dataset] = self.api_tokens
         self.replicated[self.client_groups.dataset] = self.client_groups
+        for library in (self.library.scripts, self.library.commands):
+            self.replicated[library.dataset] = library
 
     async def _start_ha(self) -> None:
         cfg = self.config

@@ -18,6 +18,7 @@ from rportd.api.views import (
     ha,
     jobs,
     jobs_ws,
+    library,
     login,
     me,
     status,
@@ -42,6 +43,7 @@ VIEWS = (
     auditlog,
     jobs,
     jobs_ws,
+    library,
 )
 
 
