@@ -49,6 +49,7 @@ from rportd.ha.state import SECONDARY
 from rportd.ha.syncback import Outbox, SyncBack, SyncSource
 from rportd.jobs.repository import JobRepository
 from rportd.jobs.service import JobService, JobSettings
+from rportd.jobs.syncback import JobSyncSource, MultiJobSyncSource
 from rportd.library.store import Library
 from rportd.monitoring.store import MeasurementStore
 from rportd.store.changes import ReplicatedDataset
@@ -371,6 +372,9 @@ class RportServer:
         if self.auditlog is not None:
             self.sync_sources[AuditSyncSource.kind] = AuditSyncSource(self.auditlog)
             self.auditlog.listeners.append(lambda e: outbox.note(AuditSyncSource.kind, e.key))
+        for source in (MultiJobSyncSource(self.jobs.repo), JobSyncSource(self.jobs.repo)):
+            self.sync_sources[source.kind] = source
+        self.jobs.repo.write_listeners.append(outbox.note)
         self.syncback = SyncBack(outbox, self.sync_sources, self.ha.peers)
         self.ha.sync_back = self.syncback.push
         await self.ha.start()
