@@ -52,6 +52,19 @@ async def test_timeout_ends_unknown(api: Api, start_sim: SimFactory) -> None:
     assert job["finished_at"]
 
 
+async def test_line_of_64_kib_blocks_until_timeout_like_the_real_client(
+    api: Api, start_sim: SimFactory
+) -> None:
+    await start_sim("c1")
+    _, body = await api.post(
+        "/clients/c1/commands",
+        json={"command": "head -c 100000 /dev/zero | tr '\\0' x", "timeout_sec": 2},
+    )
+    job = await wait_job(api, "c1", body["data"]["jid"], timeout=10)
+    assert job["status"] == "unknown"
+    assert len(job["result"]["stdout"]) < 65536  # what came before the long line only
+
+
 async def test_client_refusal_passes_the_clients_words(api: Api, start_sim: SimFactory) -> None:
     await start_sim("c1", commands_allow=["^/usr/bin/.*"])
     status, body = await api.post("/clients/c1/commands", json={"command": "echo hi"})
