@@ -161,6 +161,10 @@ class JobService:
 
     # --- single-client jobs -----------------------------------------------------------------
 
+    def _timeout(self, spec: JobSpec) -> int:
+        """``timeout_sec`` must be positive: 0 or less means ``run_remote_cmd_timeout_sec``."""
+        return spec.timeout_sec if spec.timeout_sec > 0 else self.settings.default_timeout_sec
+
     def _new_job(self, client: Client, spec: JobSpec, created_by: str) -> Job:
         return Job(
             jid=new_jid(),
@@ -170,7 +174,7 @@ class JobService:
             cwd=spec.cwd,
             interpreter=spec.interpreter,
             created_by=created_by,
-            timeout_sec=spec.timeout_sec or self.settings.default_timeout_sec,
+            timeout_sec=self._timeout(spec),
             is_sudo=spec.is_sudo,
             is_script=spec.is_script,
         )
@@ -249,7 +253,7 @@ class JobService:
             command=spec.command,
             cwd=spec.cwd,
             interpreter=spec.interpreter,
-            timeout_sec=spec.timeout_sec or self.settings.default_timeout_sec,
+            timeout_sec=self._timeout(spec),
             concurrent=request.execute_concurrently,
             abort_on_err=request.abort_on_err,
             is_sudo=spec.is_sudo,

@@ -7,7 +7,7 @@ import dataclasses
 
 from rportd.app import RportServer
 from tests.conftest import Api
-from tests.jobs.conftest import SimFactory, wait_job
+from tests.jobs.conftest import SimFactory, wait_job, wait_multi
 
 
 async def test_command_runs_and_its_result_is_stored(api: Api, start_sim: SimFactory) -> None:
@@ -177,3 +177,30 @@ async def test_client_gone_mid_job_ends_unknown(
         "no result received within timeout_sec (1s) + 0.5s: "
         "the client disconnected while the job was running"
     )
+
+
+async def test_client_that_does_not_answer_run_cmd(
+    api: Api, start_sim: SimFactory, server: RportServer
+) -> None:
+    server.jobs.settings = dataclasses.replace(server.jobs.settings, ack_timeout=0.5)
+    sim = await start_sim("c1")
+
+    async def never(*_args: object) -> bytes:
+        await asyncio.sleep(30)
+        return b""
+
+    sim._req_run_cmd = never  # type: ignore[method-assign,assignment]
+    status, body = await api.post("/clients/c1/commands", json={"command": "true"})
+    assert status == 500
+    assert body["errors"][0] == {
+        "code": "",
+        "title": "Failed to execute remote command.",
+        "detail": "failed to send request: the client did not answer run_cmd within 0.5s",
+    }
+    status, body = await api.post(
+        "/commands", json={"client_ids": ["c1"], "command": "true", "timeout_sec": -5}
+    )
+    multi = await wait_multi(api, body["data"]["jid"], 1)
+    assert multi["timeout_sec"] == 60  # 0 or less: run_remote_cmd_timeout_sec
+    assert multi["jobs"][0]["status"] == "failed"
+    assert multi["jobs"][0]["error"].endswith("did not answer run_cmd within 0.5s")
