@@ -47,6 +47,7 @@ from rportd.ha.changelog import ChangeLog
 from rportd.ha.controller import HAController
 from rportd.ha.state import SECONDARY
 from rportd.ha.syncback import Outbox, SyncBack, SyncSource
+from rportd.jobs.audit import ResultAudit
 from rportd.jobs.repository import JobRepository
 from rportd.jobs.service import JobService, JobSettings
 from rportd.jobs.syncback import JobSyncSource, MultiJobSyncSource
@@ -293,6 +294,8 @@ class RportServer:
             self._stack.push_async_callback(self.sessions.stop)
             assert self.users is not None
             await self._start_access()
+            if self.auditlog is not None:
+                self.jobs.result_listeners.append(ResultAudit(self.auditlog, self.clients.registry))
 
         self._collect_replicated()
         if cfg.ha.enabled:

@@ -164,6 +164,22 @@ class MultiJobRequest:
             abort_on_error=abort,
         )
 
+    def to_json(self) -> dict[str, Any]:
+        """The request as upstream's audit log stores it (Go field order)."""
+        return {
+            "client_ids": self.client_ids,
+            "group_ids": self.group_ids,
+            "tags": self.tags.to_json() if self.tags is not None else None,
+            "command": self.command,
+            "script": self.script,
+            "cwd": self.cwd,
+            "is_sudo": self.is_sudo,
+            "interpreter": self.interpreter,
+            "timeout_sec": self.timeout_sec,
+            "execute_concurrently": self.execute_concurrently,
+            "abort_on_error": self.abort_on_error,
+        }
+
     @property
     def abort_on_err(self) -> bool:
         """``abort_on_error`` defaults to true."""

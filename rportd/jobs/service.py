@@ -16,7 +16,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -112,6 +112,8 @@ class JobService:
         self._streams: dict[str, JobStream] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
+        # Called with every result a client reports, once it is stored (audit log).
+        self.result_listeners: list[Callable[[Job], Awaitable[None]]] = []
         clients.request_handlers["cmd_result"] = self._on_cmd_result
         clients.oversized_request_handlers["cmd_result"] = self._on_oversized_result
         clients.channel_handlers["stdout"] = self._stdout_channel
@@ -365,23 +367,28 @@ class JobService:
             job.client_name = job.client_name or pending.job.client_name
             job.multi_job_id = job.multi_job_id or pending.job.multi_job_id
         job.client_id = client.id
-        self._complete(job, payload.decode("utf-8", "replace"))
+        self._complete(job, payload.decode("utf-8", "replace"), reported=True)
 
-    def _complete(self, job: Job, ui_text: str) -> None:
+    def _complete(self, job: Job, ui_text: str, *, reported: bool = False) -> None:
         """A final job: to its UI stream now, then stored, then its waiter woken."""
         stream = self._streams.get(job.multi_job_id or job.jid)
         if stream is not None:
             stream.final(ui_text)
         pending = self._pending.pop(job.jid, None)
-        self._spawn(self._finish(job, pending), f"job-result-{job.jid}")
+        self._spawn(self._finish(job, pending, reported), f"job-result-{job.jid}")
 
-    async def _finish(self, job: Job, pending: _Pending | None) -> None:
+    async def _finish(self, job: Job, pending: _Pending | None, reported: bool) -> None:
         try:
             await self.repo.upsert(job)
         except Exception:
             log.exception("cannot store the result of job %s", job.jid)
         if pending is not None and pending.waiter is not None and not pending.waiter.done():
             pending.waiter.set_result(job)
+        for listener in self.result_listeners if reported else ():
+            try:
+                await listener(job)
+            except Exception:
+                log.exception("a listener failed on the result of job %s", job.jid)
 
     def _on_oversized_result(self, conn: ClientConnection, payload: bytes) -> None:
         """A result over ``max_request_bytes_client``: dropped, and the job says so."""

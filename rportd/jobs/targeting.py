@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
 from rportd.clients.access import ClientGroupLike
 from rportd.clients.model import Client
@@ -21,18 +20,9 @@ class ClientLookup(Protocol):
 
 
 class ClientGroupProvider(Protocol):
-    """Client groups by id (``server.client_groups``); ``get`` may be a coroutine."""
+    """Client groups by id (``server.client_groups``)."""
 
-    def get(self, group_id: str) -> Any: ...
-
-
-async def _group(provider: ClientGroupProvider | None, group_id: str) -> ClientGroupLike | None:
-    if provider is None:
-        return None
-    found = provider.get(group_id)
-    if inspect.isawaitable(found):
-        found = await found
-    return found  # type: ignore[no-any-return]
+    def get(self, group_id: str) -> ClientGroupLike | None: ...
 
 
 def _by_tags(clients: Iterable[Client], tags: ClientTags) -> list[Client]:
@@ -62,10 +52,8 @@ def check_targeting(request: MultiJobRequest) -> None:
         raise JobRequestError(400, "No tags specified.", "please specify tags in the tags list")
 
 
-async def resolve_targets(
-    request: MultiJobRequest,
-    clients: ClientLookup,
-    groups: ClientGroupProvider | None,
+def resolve_targets(
+    request: MultiJobRequest, clients: ClientLookup, groups: ClientGroupProvider
 ) -> list[Client]:
     """The ordered target clients (explicit ids first, then group members; or by tags).
 
@@ -81,7 +69,7 @@ async def resolve_targets(
 
     matched_groups: list[ClientGroupLike] = []
     for group_id in request.group_ids or ():
-        group = await _group(groups, group_id)
+        group = groups.get(group_id)
         if group is None:
             raise JobRequestError(400, f'Unknown group with id="{group_id}".')
         matched_groups.append(group)

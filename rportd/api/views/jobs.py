@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
+from rportd.api.audit import audit_note
 from rportd.api.context import identity_of, server_of
 from rportd.api.errors import ApiError, forbidden, not_found
 from rportd.api.guards import require_permission
@@ -71,11 +70,6 @@ def check_access(request: web.Request, clients: list[Client]) -> None:
     denied = [c.id for c in clients if not server.client_access.can_access(identity, c)]
     if denied:
         raise access_denied(*denied)
-
-
-def client_groups(request: web.Request) -> Any:
-    """The client group provider, once client groups exist on this server."""
-    return getattr(server_of(request), "client_groups", None)
 
 
 # --- one client ------------------------------------------------------------------------
@@ -180,6 +174,7 @@ async def _start_multi(
     )
     check_access(request, targets)
     multi = await server.jobs.start_multi(req, spec, targets, identity_of(request).username)
+    audit_note(request).clients = [(c.id, c.hostname) for c in targets]
     return envelope({"jid": multi.jid})
 
 
@@ -190,7 +185,7 @@ async def post_multi_command(request: web.Request) -> web.Response:
         req = MultiJobRequest.parse(await read_json(request))
         check_command(req.command)
         check_interpreter(req.interpreter, False)
-        targets = await resolve_targets(req, server.clients.registry, client_groups(request))
+        targets = resolve_targets(req, server.clients.registry, server.client_groups)
     except JobRequestError as exc:
         raise api_error(exc) from None
     return await _start_multi(request, req, targets, req.command, is_script=False)
@@ -201,7 +196,7 @@ async def post_multi_script(request: web.Request) -> web.Response:
     server = server_of(request)
     try:
         req = MultiJobRequest.parse(await read_json(request))
-        targets = await resolve_targets(req, server.clients.registry, client_groups(request))
+        targets = resolve_targets(req, server.clients.registry, server.client_groups)
         command = decode_script(req.script)
     except JobRequestError as exc:
         raise api_error(exc) from None

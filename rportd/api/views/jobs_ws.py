@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 
@@ -11,8 +12,10 @@ from aiohttp import WSMsgType, web
 from rportd.api.context import identity_of, server_of
 from rportd.api.errors import ApiError
 from rportd.api.guards import require_permission
-from rportd.api.views.jobs import check_access, client_groups
+from rportd.api.views.jobs import check_access
 from rportd.gotypes import go_dumps
+from rportd.httputil import client_ip
+from rportd.jobs.audit import record_start
 from rportd.jobs.model import MultiJob
 from rportd.jobs.requests import (
     JobRequestError,
@@ -66,7 +69,7 @@ async def _start(
     server = server_of(request)
     req = await _first_request(ws)
     try:
-        targets = await resolve_targets(req, server.clients.registry, client_groups(request))
+        targets = resolve_targets(req, server.clients.registry, server.client_groups)
     except JobRequestError as exc:
         raise _Refused("", exc.text) from None
     command = req.command
@@ -95,7 +98,19 @@ async def _start(
         is_script=is_script,
         timeout_sec=req.timeout_sec,
     )
-    multi = await server.jobs.start_multi(req, spec, targets, identity_of(request).username, stream)
+    username = identity_of(request).username
+    multi = await server.jobs.start_multi(req, spec, targets, username, stream)
+    if server.auditlog is not None:
+        audited = dataclasses.replace(req, command=command, timeout_sec=multi.timeout_sec)
+        await record_start(
+            server.auditlog,
+            is_script=is_script,
+            jid=multi.jid,
+            username=username,
+            remote_ip=client_ip(request),
+            request=audited.to_json(),
+            targets=targets,
+        )
     return multi, stream
 
 
