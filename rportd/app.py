@@ -48,6 +48,11 @@ from rportd.ha.changelog import ChangeLog
 from rportd.ha.controller import HAController
 from rportd.ha.state import SECONDARY
 from rportd.ha.syncback import Outbox, SyncBack, SyncSource
+from rportd.jobs.audit import ResultAudit
+from rportd.jobs.repository import JobRepository
+from rportd.jobs.service import JobService, JobSettings
+from rportd.jobs.syncback import JobSyncSource, MultiJobSyncSource
+from rportd.library.store import Library
 from rportd.monitoring.store import MeasurementStore
 from rportd.store.changes import ReplicatedDataset
 from rportd.store.clients import ClientRepository
@@ -113,6 +118,8 @@ class RportServer:
         self.accounts: AccountService
         self.two_factor: TwoFactorLogin | None = None
         self.clients: ClientService
+        self.jobs: JobService
+        self.library: Library
         self.listener: ClientListener
         self.client_address: tuple[str, int] | None = None
         self.api_address: tuple[str, int] | None = None
@@ -259,6 +266,18 @@ class RportServer:
             IpBan(cfg.server.max_failed_login, cfg.server.ban_time),
         )
         self._stack.push_async_callback(self.tunnels.close)
+        self.jobs = JobService(
+            JobRepository(await self.database("jobs.db", "jobs")),
+            self.clients,
+            JobSettings(
+                default_timeout_sec=cfg.server.run_remote_cmd_timeout_sec,
+                max_results=cfg.server.jobs_max_results,
+                max_request_bytes_client=cfg.server.max_request_bytes_client,
+            ),
+        )
+        await self.jobs.start()
+        self._stack.push_async_callback(self.jobs.stop)
+        self.library = Library(await self.database("library.db", "library"))
         if cfg.monitoring.enabled:
             self.measurements = MeasurementStore(
                 await self.database("monitoring.db", "monitoring"),
@@ -278,6 +297,8 @@ class RportServer:
             self._stack.push_async_callback(self.sessions.stop)
             assert self.users is not None
             await self._start_access()
+            if self.auditlog is not None:
+                self.jobs.result_listeners.append(ResultAudit(self.auditlog, self.clients.registry))
 
         self._collect_replicated()
         if cfg.ha.enabled:
@@ -328,6 +349,8 @@ class RportServer:
             self.replicated[self.api_tokens.dataset] = self.api_tokens
         self.replicated[self.client_groups.dataset] = self.client_groups
         self.replicated[self.client_acls.dataset] = self.client_acls
+        for library in (self.library.scripts, self.library.commands):
+            self.replicated[library.dataset] = library
 
     async def _start_ha(self) -> None:
         cfg = self.config
@@ -356,6 +379,9 @@ class RportServer:
         if self.auditlog is not None:
             self.sync_sources[AuditSyncSource.kind] = AuditSyncSource(self.auditlog)
             self.auditlog.listeners.append(lambda e: outbox.note(AuditSyncSource.kind, e.key))
+        for source in (MultiJobSyncSource(self.jobs.repo), JobSyncSource(self.jobs.repo)):
+            self.sync_sources[source.kind] = source
+        self.jobs.repo.write_listeners.append(outbox.note)
         self.syncback = SyncBack(outbox, self.sync_sources, self.ha.peers)
         self.ha.sync_back = self.syncback.push
         await self.ha.start()

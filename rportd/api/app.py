@@ -16,6 +16,9 @@ from rportd.api.views import (
     clients,
     clients_auth,
     ha,
+    jobs,
+    jobs_ws,
+    library,
     login,
     me,
     status,
@@ -38,6 +41,9 @@ VIEWS = (
     client_groups,
     client_acl,
     auditlog,
+    jobs,
+    jobs_ws,
+    library,
 )
 
 

@@ -126,6 +126,9 @@ class ClientConnection(asyncssh.SSHServer):
                 len(payload),
                 self.client.id,
             )
+            oversized = self.service.oversized_request_handlers.get(name)
+            if oversized is not None:
+                oversized(self, payload)
             return Failure(f"request data exceeds the limit of {limit} bytes")
         if name == "ping":
             self.client.last_heartbeat_at = utcnow()

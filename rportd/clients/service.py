@@ -67,6 +67,8 @@ class ClientService:
             "save_measurement": lambda conn, payload: None,
         }
         self.channel_handlers: dict[str, ChannelHandler] = {}
+        # Requests over max_request_bytes_client are not served; these may note the loss.
+        self.oversized_request_handlers: dict[str, Callable[[ClientConnection, bytes], None]] = {}
         self.disconnect_listeners: list[Callable[[Client], None]] = []
         self.connect_listeners: list[Callable[[Client], None]] = []
         self._tasks: list[asyncio.Task[None]] = []

@@ -1,1 +1,1 @@
-"""jobs."""
+"""Commands and scripts on clients: jobs, multi-client jobs, live output."""

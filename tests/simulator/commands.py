@@ -167,8 +167,13 @@ class SummaryBuffer:
             line = bytes(self._partial[:idx])
             del self._partial[: idx + 1]
             self._line(line)
-        if len(self._partial) > SCANNER_MAX_TOKEN:  # bufio.Scanner: token too long
+        if len(self._partial) >= SCANNER_MAX_TOKEN:  # bufio.Scanner: token too long
             self._broken = True
+
+    @property
+    def broken(self) -> bool:
+        """The scanner gave up (a line of 64 KiB or more); Go stops reading its pipe."""
+        return self._broken
 
     def _line(self, line: bytes) -> None:
         if line.endswith(b"\r"):
@@ -394,9 +399,15 @@ class CommandRunner:
                 chunk = await stream.read(32768)
                 if not chunk:
                     return
-                buf.write(chunk)
                 if with_summary:
                     summary.write(chunk)
+                    if summary.broken:
+                        # The real client writes stdout to the summary scanner first
+                        # (io.MultiWriter over an io.Pipe). Once the scanner fails, that
+                        # write blocks for good: this chunk and all later output are lost
+                        # and the job can only end at timeout_sec, as "unknown".
+                        await asyncio.get_running_loop().create_future()
+                buf.write(chunk)
                 if chan is not None and remaining > 0:
                     part = chunk[:remaining]
                     remaining -= len(part)

@@ -1,0 +1,1 @@
+"""Saved scripts and commands (the library)."""
