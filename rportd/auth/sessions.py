@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -98,6 +99,7 @@ class ApiSessionStore:
         self._flush_interval = flush_interval
         self._cache: dict[int, ApiSession] = {}
         self._dirty: set[int] = set()
+        self._generation = 0  # bumped by every deletion, so read-throughs never resurrect
         self._task: asyncio.Task[None] | None = None
 
     async def load(self) -> None:
@@ -150,16 +152,26 @@ class ApiSessionStore:
     async def get(self, session_id: int) -> ApiSession | None:
         """A live session (read through to the DB when it is not cached)."""
         session = self._cache.get(session_id)
-        if session is None:
+        while session is None:
+            generation = self._generation
             row = await self.db.fetch_one(
                 "SELECT * FROM api_sessions WHERE session_id = :id", {"id": session_id}
             )
             if row is None:
                 return None
+            if generation != self._generation:
+                continue  # a deletion committed while we read: read again
             session = self._cache[session_id] = ApiSession.from_row(row)
         if session.expires_at <= utcnow():
             return None
         return session
+
+    def _forget(self, session_ids: Iterable[int]) -> None:
+        """Drop deleted sessions from memory; call after the deletion committed."""
+        for session_id in session_ids:
+            self._cache.pop(session_id, None)
+            self._dirty.discard(session_id)
+        self._generation += 1
 
     def touch(self, session: ApiSession, user_agent: str, ip_address: str) -> None:
         """Extend the session and note the access; written by the next flush."""
@@ -179,14 +191,13 @@ class ApiSessionStore:
         return [ApiSession.from_row(r) for r in rows]
 
     async def delete(self, session_id: int) -> bool:
-        self._cache.pop(session_id, None)
-        self._dirty.discard(session_id)
         async with self.db.transaction() as tx:
             deleted = await tx.execute(
                 "DELETE FROM api_sessions WHERE session_id = :id", {"id": session_id}
             )
             if deleted:
                 await self._record_deleted(tx, session_id)
+        self._forget([session_id])
         return deleted > 0
 
     async def _record_deleted(self, tx: Transaction, session_id: int) -> None:
@@ -195,10 +206,6 @@ class ApiSessionStore:
 
     async def delete_of(self, username: str, session_id: int) -> bool:
         """Delete a session only if it belongs to ``username``."""
-        session = self._cache.get(session_id)
-        if session is not None and session.username == username:
-            self._cache.pop(session_id, None)
-            self._dirty.discard(session_id)
         async with self.db.transaction() as tx:
             deleted = await tx.execute(
                 "DELETE FROM api_sessions WHERE username = :u AND session_id = :id",
@@ -206,12 +213,11 @@ class ApiSessionStore:
             )
             if deleted:
                 await self._record_deleted(tx, session_id)
+        if deleted:
+            self._forget([session_id])
         return deleted > 0
 
     async def delete_for(self, username: str) -> None:
-        for sid in [s.session_id for s in self._cache.values() if s.username == username]:
-            self._cache.pop(sid, None)
-            self._dirty.discard(sid)
         async with self.db.transaction() as tx:
             rows = await tx.fetch_all(
                 "SELECT session_id FROM api_sessions WHERE username = :u", {"u": username}
@@ -219,6 +225,10 @@ class ApiSessionStore:
             await tx.execute("DELETE FROM api_sessions WHERE username = :u", {"u": username})
             for row in rows:
                 await self._record_deleted(tx, int(row["session_id"]))
+        self._forget(
+            [int(r["session_id"]) for r in rows]
+            + [s.session_id for s in self._cache.values() if s.username == username]
+        )
 
     async def rename_user(self, old: str, new: str) -> None:
         for session in self._cache.values():
@@ -257,10 +267,10 @@ class ApiSessionStore:
     async def apply(self, key: str, doc: Document | None) -> None:
         session_id = int(key)
         if doc is None:
-            self._cache.pop(session_id, None)
             await self.db.execute(
                 "DELETE FROM api_sessions WHERE session_id = :id", {"id": session_id}
             )
+            self._forget([session_id])
             return
         session = ApiSession.from_row({**doc, "session_id": session_id})
         await self.db.execute(_INSERT, _row(session))
@@ -279,13 +289,11 @@ class ApiSessionStore:
 
     async def purge_expired(self) -> None:
         now = utcnow()
-        for sid in [s.session_id for s in self._cache.values() if s.expires_at <= now]:
-            self._cache.pop(sid, None)
-            self._dirty.discard(sid)
         await self.db.execute(
             "DELETE FROM api_sessions WHERE DATETIME(expires_at) <= DATETIME(:now)",
             {"now": format_db_time(now)},
         )
+        self._forget([s.session_id for s in self._cache.values() if s.expires_at <= now])
 
     async def _run(self) -> None:
         ticks = 0

@@ -329,6 +329,12 @@ class HAController:
                     log.info(
                         "HA: replication from %s ended: %s", primary.url, exc or type(exc).__name__
                     )
+                except Exception as exc:
+                    # A change that cannot be applied must not end replication for good.
+                    log.exception("HA: applying replication from %s failed", primary.url)
+                    self._refused(f"applying a change from {primary.url} failed: {exc!r}")
+                    await asyncio.sleep(2.0)
+                    continue
             elif primary is not None:
                 # Alive but refusing us (wrong secret, ...): no takeover, say why.
                 self._refused(f"the primary {primary.url} refuses this node: {primary.error}")
