@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +36,18 @@ async def wait_registered_on(sim: RportClientSim, node: Node, timeout: float) ->
             return time.monotonic() - started
         await asyncio.sleep(0.05)
     raise TimeoutError(f"{sim.config.client_id} not registered on {node.name}: {sim.events[-5:]}")
+
+
+async def wait_job(node: Node, client_id: str, jid: str, timeout: float = 15.0) -> Any:
+    """The job once it has finished on ``node`` (as its API shows it)."""
+    deadline = time.monotonic() + timeout
+    body: Any = None
+    while time.monotonic() < deadline:
+        status, body = await node.api("GET", f"/clients/{client_id}/commands/{jid}")
+        if status == 200 and body["data"]["status"] != "running":
+            return body["data"]
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"job {jid} not finished on {node.name}: {body}")
 
 
 def failover_client(cluster: Cluster, client_id: str) -> RportClientSim:
@@ -89,6 +102,14 @@ async def test_kill_primary_then_clients_fail_over_and_switch_back(cluster: Clus
         assert takeover < 2.0 + 1.5
         assert failover < 2.0 + 5.0 + 1.0 + 6.0
         assert (await cluster.secondary.status())["clients"] == 3
+        # Commands run through the secondary while it serves the clients.
+        status, body = await cluster.secondary.api(
+            "POST", "/clients/ha-client-0/commands", json={"command": "/usr/bin/echo hi"}
+        )
+        assert status == 200, body
+        jid = body["data"]["jid"]
+        job = await wait_job(cluster.secondary, "ha-client-0", jid)
+        assert (job["status"], job["result"]["stdout"]) == ("successful", "hi\n")
         # A client that only knows the secondary shows up there during the outage ...
         lonely = RportClientSim(
             SimulatorConfig(
@@ -120,6 +141,9 @@ async def test_kill_primary_then_clients_fail_over_and_switch_back(cluster: Clus
         assert status == 200, body
         assert body["data"]["tags"] == ["outage"]
         assert body["data"]["connection_state"] == "disconnected"
+        # ... and so does the job run on the secondary.
+        job = await wait_job(cluster.primary, "ha-client-0", jid)
+        assert (job["status"], job["result"]["stdout"]) == ("successful", "hi\n")
         print(
             f"takeover {takeover:.1f}s, clients on the secondary {failover:.1f}s after the kill, "
             f"back on the primary {switchback:.1f}s after its restart"
