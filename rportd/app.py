@@ -46,7 +46,8 @@ from rportd.store.changes import ReplicatedDataset
 from rportd.store.clients import ClientRepository
 from rportd.store.database import Database
 from rportd.tunnels.ports import PortPool
-from rportd.tunnels.service import TunnelService
+from rportd.tunnels.service import TunnelService, TunnelSettings
+from rportd.tunnels.stored import StoredTunnelStore
 from rportd.wire.hostkey import HostKey
 from rportd.wire.listener import ClientListener
 from rportd.wire.ssh import server_options
@@ -92,7 +93,10 @@ class RportServer:
         self.tokens_issuer = TokenIssuer(config.api.jwt_secret or secrets.token_urlsafe(32))
         self.api_login_wait = LoginWait(config.api.user_login_wait)
         self.api_ip_ban = IpBan(config.api.max_failed_login, config.api.ban_time)
-        self.tunnels = TunnelService(PortPool(config.server.allowed_ports()))
+        self.tunnels = TunnelService(
+            PortPool(config.server.allowed_ports()), TunnelSettings.from_config(config.server)
+        )
+        self.stored_tunnels: StoredTunnelStore
         self.client_access = ClientAccess()
         self.measurements: MeasurementStore | None = None
         self.replicated: dict[str, ReplicatedDataset] = {}
@@ -224,6 +228,8 @@ class RportServer:
             self.tunnels,
         )
         await registry.load()
+        self.tunnels.client_changed = registry.save
+        self.stored_tunnels = StoredTunnelStore(clients_db)
         repo.start()
         self._stack.push_async_callback(repo.stop)
         self.clients = ClientService(
@@ -240,6 +246,7 @@ class RportServer:
             LoginWait(cfg.server.client_login_wait),
             IpBan(cfg.server.max_failed_login, cfg.server.ban_time),
         )
+        await self.tunnels.start()
         self._stack.push_async_callback(self.tunnels.close)
         if cfg.monitoring.enabled:
             self.measurements = MeasurementStore(
@@ -302,6 +309,7 @@ class RportServer:
 
     def _collect_replicated(self) -> None:
         """Every store of operator-created data, by data set name."""
+        self.replicated[self.stored_tunnels.dataset] = self.stored_tunnels
         if self.credentials.writable:
             self.replicated[self.credentials.dataset] = self.credentials
         if self.users is not None and self.users.writable:

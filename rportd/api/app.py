@@ -9,12 +9,12 @@ from aiohttp import web
 from rportd.api import middlewares
 from rportd.api.context import AUTH_KEY, SERVER_KEY
 from rportd.api.security import Authenticator
-from rportd.api.views import clients, ha, login, status
+from rportd.api.views import clients, ha, login, status, stored_tunnels, tunnels
 
 if TYPE_CHECKING:
     from rportd.app import RportServer
 
-VIEWS = (login, status, clients, ha)
+VIEWS = (login, status, clients, ha, tunnels, stored_tunnels)
 
 
 def create_api_app(server: RportServer) -> web.Application:
