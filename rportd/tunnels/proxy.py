@@ -13,6 +13,8 @@ this server does not provide.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import hmac
 import logging
@@ -83,6 +85,19 @@ def _forward_headers(
             continue
         out.add(key, value)
     return out
+
+
+def _basic_auth(header: str) -> tuple[str, str] | None:
+    """``(user, password)`` of an ``Authorization: Basic`` header, like Go's ``BasicAuth``."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded, validate=True).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
 
 
 class TunnelProxy:
@@ -168,15 +183,11 @@ class TunnelProxy:
         user, password = self.remote.auth_user, self.remote.auth_password
         if not (user and password):
             return True
-        header = request.headers.get("Authorization", "")
-        try:
-            given = aiohttp.BasicAuth.decode(header) if header else None
-        except ValueError:
-            given = None
+        given = _basic_auth(request.headers.get("Authorization", ""))
         if given is None:
             return False
-        user_ok = hmac.compare_digest(given.login.encode(), user.encode())
-        password_ok = hmac.compare_digest(given.password.encode(), password.encode())
+        user_ok = hmac.compare_digest(given[0].encode(), user.encode())
+        password_ok = hmac.compare_digest(given[1].encode(), password.encode())
         return user_ok and password_ok
 
     def _target(self, request: web.BaseRequest, scheme: str) -> URL:
