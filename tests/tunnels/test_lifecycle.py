@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import aiohttp
 
 from rportd.app import RportServer
 from tests.conftest import ADMIN, Api, ServerFactory, api_base
+from tests.simulator import RportClientSim
 from tests.tunnels.conftest import (
     ConnectClient,
     echo_through,
     eventually,
     free_pool_port,
     port_bindable,
+    sim_config,
 )
 
 
@@ -200,3 +203,50 @@ async def test_client_remotes_become_listeners_and_survive_a_server_restart(
     assert rhosts == ["127.0.0.1", "localhost"]
     for tunnel in body["data"]["tunnels"]:
         assert await echo_through(int(tunnel["lport"]), b"restored") == b"restored"
+
+
+async def test_a_busy_configured_port_refuses_the_connection_cleanly(
+    server: RportServer, connect_client: ConnectClient, echo_port: int
+) -> None:
+    with socket.socket() as busy:
+        taken = free_pool_port(server)
+        busy.bind(("0.0.0.0", taken))
+        busy.listen()
+        free = free_pool_port(server)
+        assert free != taken
+        sim = RportClientSim(
+            sim_config(server, remotes=[f"{free}:{echo_port}", f"{taken}:{echo_port}"])
+        )
+        try:
+            result = await sim.connect_once()
+        finally:
+            await sim.stop()
+    assert (result.ok, result.stage) == (False, "new_connection")
+    assert result.error == f"Local port {taken} already in use."
+    # The tunnel started before the refusal is gone again.
+    assert port_bindable(free) and not server.tunnels.running
+    assert server.clients.registry.get_connected("c1") is None
+    assert not server.tunnels.ports.in_use
+
+
+async def test_server_stop_releases_every_listener(
+    make_server: ServerFactory,
+    http: aiohttp.ClientSession,
+    connect_client: ConnectClient,
+    echo_port: int,
+    udp_echo_port: int,
+) -> None:
+    server = await make_server("stopping")
+    api = Api(http, api_base(server), ADMIN)
+    await connect_client(server)
+    tcp = await create(api, remote=str(echo_port))
+    udp = await create(api, remote=str(udp_echo_port), protocol="udp")
+    await server.stop()
+    await eventually(
+        lambda: (
+            port_bindable(int(str(tcp["lport"])))
+            and port_bindable(int(str(udp["lport"])), udp=True)
+        ),
+        what="listeners closed at shutdown",
+    )
+    assert not server.tunnels.running and len(server.tunnels.scheduler) == 0
