@@ -195,3 +195,40 @@ async def test_proxy_refusals(
         "/clients/c1/tunnels", params={"remote": "80", "http_proxy": "maybe"}
     )
     assert status == 400
+
+
+async def test_vnc_websocket_bridge_and_rdp_refusal(
+    proxy_server: RportServer,
+    http: aiohttp.ClientSession,
+    connect_client: ConnectClient,
+    echo_port: int,
+) -> None:
+    api = Api(http, api_base(proxy_server), ADMIN)
+    await connect_client(proxy_server)
+    status, body = await api.put(
+        "/clients/c1/tunnels",
+        params={"remote": str(echo_port), "scheme": "vnc", "http_proxy": "true"},
+    )
+    assert status == 200, body
+    url = f"https://127.0.0.1:{body['data']['lport']}"
+    async with tls_client() as browser:
+        async with browser.ws_connect(url + "/vnc", protocols=("binary",)) as ws:
+            assert ws.protocol == "binary"
+            await ws.send_bytes(b"RFB 003.008\n")
+            assert (await ws.receive(timeout=5)).data == b"RFB 003.008\n"
+        async with browser.get(url + "/") as resp:
+            assert resp.status == 404
+    status, body = await api.put(
+        "/clients/c1/tunnels",
+        params={
+            "remote": f"localhost:{echo_port}",
+            "scheme": "rdp",
+            "http_proxy": "true",
+        },
+    )
+    assert status == 200, body
+    async with (
+        tls_client() as browser,
+        browser.get(f"https://127.0.0.1:{body['data']['lport']}/") as resp,
+    ):
+        assert resp.status == 501
