@@ -58,7 +58,8 @@ from rportd.store.changes import ReplicatedDataset
 from rportd.store.clients import ClientRepository
 from rportd.store.database import Database
 from rportd.tunnels.ports import PortPool
-from rportd.tunnels.service import TunnelService
+from rportd.tunnels.service import TunnelService, TunnelSettings
+from rportd.tunnels.stored import StoredTunnelStore
 from rportd.wire.hostkey import HostKey
 from rportd.wire.listener import ClientListener
 from rportd.wire.ssh import server_options
@@ -108,7 +109,10 @@ class RportServer:
         self.tokens_issuer = TokenIssuer(config.api.jwt_secret or secrets.token_urlsafe(32))
         self.api_login_wait = LoginWait(config.api.user_login_wait)
         self.api_ip_ban = IpBan(config.api.max_failed_login, config.api.ban_time)
-        self.tunnels = TunnelService(PortPool(config.server.allowed_ports()))
+        self.tunnels = TunnelService(
+            PortPool(config.server.allowed_ports()), TunnelSettings.from_config(config.server)
+        )
+        self.stored_tunnels: StoredTunnelStore
         self.client_access = ClientAccess()
         self.measurements: MeasurementStore | None = None
         self.replicated: dict[str, ReplicatedDataset] = {}
@@ -249,6 +253,8 @@ class RportServer:
         self.client_access = ClientAccess(self.client_groups.all)
         self.client_acls = ClientAclStore(clients_db, registry)
         await self.client_acls.load()
+        self.tunnels.client_changed = registry.save
+        self.stored_tunnels = StoredTunnelStore(clients_db)
         repo.start()
         self._stack.push_async_callback(repo.stop)
         self.clients = ClientService(
@@ -265,7 +271,12 @@ class RportServer:
             LoginWait(cfg.server.client_login_wait),
             IpBan(cfg.server.max_failed_login, cfg.server.ban_time),
         )
+        await self.tunnels.start()
         self._stack.push_async_callback(self.tunnels.close)
+        self.clients.deleted_listeners += [
+            self.stored_tunnels.delete_for_client,
+            self.client_acls.forget,
+        ]
         self.jobs = JobService(
             JobRepository(await self.database("jobs.db", "jobs")),
             self.clients,
@@ -336,6 +347,7 @@ class RportServer:
 
     def _collect_replicated(self) -> None:
         """Every store of operator-created data, by data set name."""
+        self.replicated[self.stored_tunnels.dataset] = self.stored_tunnels
         if self.credentials.writable:
             self.replicated[self.credentials.dataset] = self.credentials
         if self.sessions is not None:

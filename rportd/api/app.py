@@ -22,6 +22,8 @@ from rportd.api.views import (
     login,
     me,
     status,
+    stored_tunnels,
+    tunnels,
     twofa,
     users,
 )
@@ -34,6 +36,8 @@ VIEWS = (
     status,
     clients,
     ha,
+    tunnels,
+    stored_tunnels,
     clients_auth,
     users,
     me,

@@ -71,15 +71,14 @@ class ClientAclStore:
         self._apply_to_client(client_id, groups)
 
     async def forget(self, client_id: str) -> None:
-        """The client was deleted: drop its ACL too."""
-        if client_id not in self._acl:
+        """The client was deleted: drop its ACL too (the primary decides, on a secondary)."""
+        if client_id not in self._acl or not self.changes.writable:
             return
         async with self.db.transaction() as tx:
             await tx.execute(
                 "DELETE FROM rportd_client_acl WHERE client_id = :id", {"id": client_id}
             )
-            if self.changes.writable:
-                await self.changes.record(tx, self.dataset, client_id, None)
+            await self.changes.record(tx, self.dataset, client_id, None)
         self._acl.pop(client_id, None)
 
     # ReplicatedDataset

@@ -222,10 +222,10 @@ class ClientRegistry:
             self._by_auth_id.get(client.client_auth_id, set()).discard(client_id)
         self.repo.delete(client_id)
 
-    def purge(self) -> int:
-        """Delete obsolete clients; return how many."""
+    def purge(self) -> list[str]:
+        """Delete obsolete clients; return their ids."""
         now = utcnow()
         doomed = [c.id for c in self._clients.values() if self.is_obsolete(c, now)]
         for client_id in doomed:
             self.delete(client_id)
-        return len(doomed)
+        return doomed

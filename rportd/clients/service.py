@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from rportd.auth.throttle import IpBan, LoginWait
@@ -70,6 +70,7 @@ class ClientService:
         # Requests over max_request_bytes_client are not served; these may note the loss.
         self.oversized_request_handlers: dict[str, Callable[[ClientConnection, bytes], None]] = {}
         self.disconnect_listeners: list[Callable[[Client], None]] = []
+        self.deleted_listeners: list[Callable[[str], Awaitable[None]]] = []
         self.connect_listeners: list[Callable[[Client], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -97,6 +98,15 @@ class ClientService:
             log.info("client %s (%s) disconnected", client.id, client.name)
             for listener in self.disconnect_listeners:
                 listener(client)
+
+    async def delete_client(self, client_id: str) -> None:
+        """Forget a (disconnected) client and what belongs to it."""
+        self.registry.delete(client_id)
+        await self._deleted(client_id)
+
+    async def _deleted(self, client_id: str) -> None:
+        for listener in self.deleted_listeners:
+            await listener(client_id)
 
     def close_all(self) -> None:
         for client in list(self.registry.connected()):
@@ -181,8 +191,10 @@ class ClientService:
         while True:
             await asyncio.sleep(self.settings.purge_disconnected_clients_interval)
             removed = self.registry.purge()
+            for client_id in removed:
+                await self._deleted(client_id)
             if removed:
-                log.info("purged %d disconnected clients", removed)
+                log.info("purged %d disconnected clients", len(removed))
 
 
 def _json_object(payload: bytes) -> dict[str, object] | None:

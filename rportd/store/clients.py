@@ -116,9 +116,6 @@ class ClientRepository:
                 async with self.db.transaction() as tx:
                     await tx.execute_many(_UPSERT, rows)
                     for client_id in deleted:
-                        await tx.execute(
-                            "DELETE FROM stored_tunnels WHERE client_id = :id", {"id": client_id}
-                        )
                         await tx.execute("DELETE FROM clients WHERE id = :id", {"id": client_id})
             except Exception:
                 # Keep the changes for the next attempt unless newer ones replaced them.

@@ -51,7 +51,7 @@ class PortPool:
         for port in candidates[200:]:
             if all(port_is_free(port, host, p == "udp") for p in protos):
                 return port
-        raise PortError("no free port left among allowed ports")
+        raise PortError("no ports available")
 
     def take(self, port: int) -> None:
         self.in_use.add(port)

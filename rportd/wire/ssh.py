@@ -21,6 +21,7 @@ from asyncssh.connection import SSHServerConnection
 from asyncssh.constants import (
     MSG_CHANNEL_OPEN,
     MSG_GLOBAL_REQUEST,
+    MSG_IGNORE,
     MSG_REQUEST_FAILURE,
     MSG_REQUEST_SUCCESS,
     OPEN_UNKNOWN_CHANNEL_TYPE,
@@ -109,6 +110,7 @@ class RportServerConnection(SSHServerConnection):
         self.expect_stray_ping_reply = False
         self._stray_null_pending = False
         self._pending_names: list[str] = []
+        self._sending = False
 
     # --- identification -------------------------------------------------------------
 
@@ -139,6 +141,36 @@ class RportServerConnection(SSHServerConnection):
 
     def send_server_host_keys(self) -> None:
         """Never announce host keys: the client would answer ``unknown request``."""
+
+    # --- per-packet overhead -------------------------------------------------------
+
+    def send_packet(self, pkttype: int, *args: bytes, handler: Any = None) -> None:
+        """Send a packet without the empty MSG_IGNORE asyncssh puts before each one.
+
+        Those ignore packets double the packets (and encryptions) of a bulk
+        transfer; upstream's server sends none and the client does not need them.
+        """
+        if pkttype == MSG_IGNORE and self._sending:
+            return
+        outer, self._sending = self._sending, True
+        try:
+            super().send_packet(pkttype, *args, handler=handler)
+        finally:
+            self._sending = outer
+
+    def _packet_logging(self) -> bool:
+        return int(getattr(self.logger, "_debug_level", 3)) >= 3
+
+    def log_sent_packet(self, pkttype: int, pktid: int | None, packet: Any, note: str = "") -> None:
+        """Format packet logs only at asyncssh debug level 3 (they cost per packet)."""
+        if self._packet_logging():
+            super().log_sent_packet(pkttype, pktid, packet, note)
+
+    def log_received_packet(
+        self, pkttype: int, pktid: int | None, packet: Any, note: str = ""
+    ) -> None:
+        if self._packet_logging():
+            super().log_received_packet(pkttype, pktid, packet, note)
 
     # --- client -> server global requests -------------------------------------------
 

@@ -1,8 +1,13 @@
 """A server-side WebSocket presented to asyncssh as a byte-stream transport.
 
 Incoming text and binary messages are one byte stream (protocol.md §2.7);
-outgoing bytes become unmasked BINARY frames written straight to the TCP
-transport, so asyncssh can write synchronously as it does on a socket.
+outgoing bytes become unmasked BINARY frames on the TCP transport, so asyncssh
+can write synchronously as it does on a socket. Each write (asyncssh writes one
+SSH packet at a time) is one frame, as with upstream's server; the frames
+written during one event loop iteration go to the socket in one call at the end
+of the iteration: one send per burst instead of one per packet. (Merging packets
+into bigger frames costs the Go client more: it copies what each read leaves
+of a message.)
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ class WebSocketTransport(asyncio.Transport):
         self._tcp = tcp
         self._closing = False
         self._protocol: asyncio.Protocol | None = None
+        self._loop = asyncio.get_running_loop()
+        self._pending: list[bytes] = []
+        self._pending_size = 0
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name in self._info:
@@ -63,9 +71,24 @@ class WebSocketTransport(asyncio.Transport):
         return self._closing or self._tcp.is_closing()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closing or self._tcp.is_closing():
+        if self._closing or self._tcp.is_closing() or not data:
             return
-        self._tcp.writelines((binary_frame_header(len(data)), data))
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data if isinstance(data, bytes) else bytes(data))
+        self._pending_size += len(data)
+
+    def _flush(self) -> None:
+        """Frame and send what was written since the last flush."""
+        pending, self._pending = self._pending, []
+        self._pending_size = 0
+        if not pending or self._tcp.is_closing():
+            return
+        out: list[bytes] = []
+        for chunk in pending:
+            out.append(binary_frame_header(len(chunk)))
+            out.append(chunk)
+        self._tcp.write(b"".join(out))
 
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))
@@ -77,7 +100,7 @@ class WebSocketTransport(asyncio.Transport):
         raise NotImplementedError("a WebSocket cannot half-close")
 
     def get_write_buffer_size(self) -> int:
-        return self._tcp.get_write_buffer_size()
+        return self._tcp.get_write_buffer_size() + self._pending_size
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         self._tcp.set_write_buffer_limits(high, low)
@@ -92,10 +115,13 @@ class WebSocketTransport(asyncio.Transport):
         return self._tcp.is_reading()
 
     def close(self) -> None:
+        """Send what is pending, then close."""
+        self._flush()
         self._closing = True
         self._tcp.close()
 
     def abort(self) -> None:
+        self._pending, self._pending_size = [], 0
         self._closing = True
         self._tcp.abort()
 

@@ -19,6 +19,7 @@ from rportd.api.app import create_api_app
 from rportd.api.audit import audit_note
 from rportd.api.responses import envelope, no_content
 from rportd.api.views import jobs as jobs_views
+from rportd.api.views import tunnels as tunnels_views
 from rportd.app import RportServer
 from rportd.auditlog.entry import AuditEntry
 from rportd.auditlog.routes import AUDITED_ROUTES, route_key
@@ -159,8 +160,9 @@ async def fake_routes(
     file_server: RportServer, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[str]:
     """The API app with stand-ins for routes other concerns add (tunnels, commands, vault)."""
-    # POST /commands exists for real now; the stand-in below replaces it.
-    monkeypatch.setattr(api_app, "VIEWS", tuple(v for v in api_app.VIEWS if v is not jobs_views))
+    # POST /commands and the tunnel routes exist for real now; the stand-ins replace them.
+    real = (jobs_views, tunnels_views)
+    monkeypatch.setattr(api_app, "VIEWS", tuple(v for v in api_app.VIEWS if v not in real))
     app = create_api_app(file_server)
 
     async def put_tunnel(request: web.Request) -> web.Response:

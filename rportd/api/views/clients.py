@@ -117,8 +117,7 @@ async def delete_client(request: web.Request) -> web.Response:
     client = accessible_client(request, request.match_info["client_id"])
     if client.connected:
         raise bad_request("Client is active, should be disconnected")
-    server.clients.registry.delete(client.id)
-    await server.client_acls.forget(client.id)
+    await server.clients.delete_client(client.id)
     return no_content()
 
 

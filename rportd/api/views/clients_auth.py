@@ -116,8 +116,7 @@ async def delete_credential(request: web.Request) -> web.Response:
         if conn is not None:
             server.clients.on_disconnect(conn, client)
             conn.close()
-        server.clients.registry.delete(client.id)
-        await server.client_acls.forget(client.id)
+        await server.clients.delete_client(client.id)
     await server.credentials.delete(auth_id)
     return no_content()
 
