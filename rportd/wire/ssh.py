@@ -147,8 +147,9 @@ class RportServerConnection(SSHServerConnection):
     def send_packet(self, pkttype: int, *args: bytes, handler: Any = None) -> None:
         """Send a packet without the empty MSG_IGNORE asyncssh puts before each one.
 
-        Those ignore packets double the packets (and encryptions) of a bulk
-        transfer; upstream's server sends none and the client does not need them.
+        asyncssh adds them against IV prediction in CBC modes; ENCRYPTION_ALGS
+        offers no CBC cipher, so they only double the packets (and encryptions)
+        of a bulk transfer. Upstream's server sends none either.
         """
         if pkttype == MSG_IGNORE and self._sending:
             return
