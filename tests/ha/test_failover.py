@@ -38,6 +38,30 @@ async def wait_registered_on(sim: RportClientSim, node: Node, timeout: float) ->
     raise TimeoutError(f"{sim.config.client_id} not registered on {node.name}: {sim.events[-5:]}")
 
 
+async def echo_through_tunnel(node: Node, client_id: str) -> bytes:
+    """Open a tunnel on ``node`` to a local echo server through ``client_id``; echo."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.readexactly(5000))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        status, body = await node.api(
+            "PUT", f"/clients/{client_id}/tunnels", params={"remote": f"127.0.0.1:{port}"}
+        )
+        assert status == 200, body
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(body["data"]["lport"]))
+        writer.write(b"ping " * 1000)
+        data = await asyncio.wait_for(reader.readexactly(5000), 10)
+        writer.close()
+        return data
+    finally:
+        server.close()
+
+
 async def wait_job(node: Node, client_id: str, jid: str, timeout: float = 15.0) -> Any:
     """The job once it has finished on ``node`` (as its API shows it)."""
     deadline = time.monotonic() + timeout
@@ -110,6 +134,8 @@ async def test_kill_primary_then_clients_fail_over_and_switch_back(cluster: Clus
         jid = body["data"]["jid"]
         job = await wait_job(cluster.secondary, "ha-client-0", jid)
         assert (job["status"], job["result"]["stdout"]) == ("successful", "hi\n")
+        # ... and so do tunnels.
+        assert await echo_through_tunnel(cluster.secondary, "ha-client-1") == b"ping " * 1000
         # A client that only knows the secondary shows up there during the outage ...
         lonely = RportClientSim(
             SimulatorConfig(

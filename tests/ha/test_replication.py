@@ -325,3 +325,60 @@ async def test_every_replicated_write_is_refused_on_the_secondary(pair: Pair) ->
                 assert resp.status == 403, (method, path, body)
                 title = body["errors"][0]["title"]
                 assert "secondary" in title and pair.primary_url in title, (method, path)
+
+
+async def test_library_and_stored_tunnels_replicate(pair: Pair) -> None:
+    primary = await pair.start("p", "primary")
+    secondary = await pair.start("s", "secondary")
+    basic = {"Authorization": aiohttp.encode_basic_auth("admin", "admin-password-123")}
+    async with aiohttp.ClientSession() as http:
+
+        async def call(base: str, method: str, path: str, **kw: Any) -> tuple[int, Any]:
+            async with http.request(method, base + "/api/v1" + path, headers=basic, **kw) as resp:
+                text = await resp.text()
+                return resp.status, json.loads(text) if text else None
+
+        status, body = await call(
+            pair.primary_url,
+            "POST",
+            "/library/commands",
+            json={"name": "uptime", "cmd": "/usr/bin/uptime", "tags": ["linux"]},
+        )
+        assert status == 201, body
+        command_id = body["data"]["id"]
+        status, body = await call(
+            pair.primary_url,
+            "POST",
+            "/library/scripts",
+            json={"name": "hello", "script": "echo hello", "interpreter": "/bin/sh"},
+        )
+        assert status == 201, body
+        primary.clients.registry.adopt(Client(id="web01", client_auth_id="client1"))
+        status, body = await call(
+            pair.primary_url,
+            "POST",
+            "/clients/web01/stored-tunnels",
+            json={"name": "ssh", "scheme": "ssh", "remote_ip": "127.0.0.1", "remote_port": 22},
+        )
+        assert status == 200, body
+
+        async def arrived() -> bool:
+            scripts = await call(pair.secondary_url, "GET", "/library/scripts")
+            command = await call(pair.secondary_url, "GET", f"/library/commands/{command_id}")
+            stored = await secondary.stored_tunnels.snapshot()
+            return (
+                command[0] == 200
+                and [s["name"] for s in scripts[1]["data"]] == ["hello"]
+                and [d["name"] for d in stored.values()] == ["ssh"]
+            )
+
+        await eventually(arrived)
+        status, body = await call(pair.secondary_url, "GET", f"/library/commands/{command_id}")
+        assert body["data"]["cmd"] == "/usr/bin/uptime"
+        await call(pair.primary_url, "DELETE", f"/library/commands/{command_id}")
+
+        async def deleted() -> bool:
+            status, _ = await call(pair.secondary_url, "GET", f"/library/commands/{command_id}")
+            return status == 404
+
+        await eventually(deleted)
