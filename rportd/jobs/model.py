@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from rportd.gotypes import ZERO_TIME, format_db_time, format_time, parse_time
+from rportd.gotypes import ZERO_TIME, format_db_time, format_time, go_dumps, parse_time
 
 STATUS_RUNNING = "running"
 STATUS_SUCCESSFUL = "successful"
@@ -82,6 +82,18 @@ def _time(value: Any) -> datetime | None:
     if parsed is not None and parsed.year <= 1:
         return None
     return parsed
+
+
+def _details(row: dict[str, Any]) -> dict[str, Any]:
+    """The ``details`` JSON of a row as a dict (empty when missing or unreadable)."""
+    raw = row.get("details")
+    if not isinstance(raw, str) or not raw:
+        return {}
+    try:
+        loaded = json.loads(raw)
+    except ValueError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def _str_list(value: Any) -> list[str] | None:
@@ -224,21 +236,13 @@ class Job:
             "created_by": self.created_by,
             "client_id": self.client_id,
             "multi_job_id": self.multi_job_id,
-            "details": json.dumps(self.details(), ensure_ascii=False, separators=(",", ":")),
+            "details": go_dumps(self.details()),
         }
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
         """A job from a ``jobs`` row (``details`` may be partial: only what was selected)."""
-        raw = row.get("details")
-        details: dict[str, Any] = {}
-        if isinstance(raw, str) and raw:
-            try:
-                loaded = json.loads(raw)
-            except ValueError:
-                loaded = {}
-            if isinstance(loaded, dict):
-                details = loaded
+        details = _details(row)
         for key in DETAIL_KEYS:
             if f"d_{key}" in row:
                 details[key] = _sql_json_value(row[f"d_{key}"], key)
@@ -366,20 +370,12 @@ class MultiJob:
             "started_at": format_db_time(self.started_at),
             "created_by": self.created_by,
             "schedule_id": self.schedule_id,
-            "details": json.dumps(self.details(), ensure_ascii=False, separators=(",", ":")),
+            "details": go_dumps(self.details()),
         }
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> MultiJob:
-        raw = row.get("details")
-        details: dict[str, Any] = {}
-        if isinstance(raw, str) and raw:
-            try:
-                loaded = json.loads(raw)
-            except ValueError:
-                loaded = {}
-            if isinstance(loaded, dict):
-                details = loaded
+        details = _details(row)
         return cls(
             jid=str(row["jid"]),
             started_at=_time(row.get("started_at")) or datetime.min,
