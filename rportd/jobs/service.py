@@ -73,6 +73,18 @@ class JobSpec:
     is_script: bool = False
     timeout_sec: int = 0
 
+    @classmethod
+    def of(cls, req: MultiJobRequest, command: str, *, is_script: bool) -> JobSpec:
+        """The spec of a multi-client request (REST or WebSocket)."""
+        return cls(
+            command=command,
+            interpreter=req.interpreter,
+            cwd=req.cwd,
+            is_sudo=req.is_sudo,
+            is_script=is_script,
+            timeout_sec=req.timeout_sec,
+        )
+
 
 class RunFailed(Exception):
     """``run_cmd`` did not start the job; ``text`` is what the job's ``error`` says."""

@@ -164,14 +164,7 @@ async def _start_multi(
     is_script: bool,
 ) -> web.Response:
     server = server_of(request)
-    spec = JobSpec(
-        command=command,
-        interpreter=req.interpreter,
-        cwd=req.cwd,
-        is_sudo=req.is_sudo,
-        is_script=is_script,
-        timeout_sec=req.timeout_sec,
-    )
+    spec = JobSpec.of(req, command, is_script=is_script)
     check_access(request, targets)
     multi = await server.jobs.start_multi(req, spec, targets, identity_of(request).username)
     audit_note(request).clients = [(c.id, c.hostname) for c in targets]

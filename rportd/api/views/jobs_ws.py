@@ -90,14 +90,7 @@ async def _start(
     except ApiError as exc:
         raise _Refused(exc.title) from None
     stream = JobStream(ws)
-    spec = JobSpec(
-        command=command,
-        interpreter=req.interpreter,
-        cwd=req.cwd,
-        is_sudo=req.is_sudo,
-        is_script=is_script,
-        timeout_sec=req.timeout_sec,
-    )
+    spec = JobSpec.of(req, command, is_script=is_script)
     username = identity_of(request).username
     multi = await server.jobs.start_multi(req, spec, targets, username, stream)
     if server.auditlog is not None:
