@@ -79,11 +79,6 @@ def format_db_time(value: datetime | None) -> str | None:
     return text + "+00:00"
 
 
-def seconds_to_ns(seconds: float) -> int:
-    """Convert seconds to a Go ``time.Duration`` (integer nanoseconds)."""
-    return round(seconds * 1_000_000_000)
-
-
 class _GoEncoder(json.JSONEncoder):
     def default(self, o: Any) -> Any:
         if isinstance(o, datetime):

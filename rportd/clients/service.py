@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rportd.auth.throttle import IpBan, LoginWait
 from rportd.clients.connection import ChannelHandler, ClientConnection, RequestHandler
@@ -38,13 +38,6 @@ class ClientSettings:
     request_timeout: float = 60.0
 
 
-@dataclass
-class Admission:
-    """Whether this node accepts clients now (HA); ``None`` reason = accept."""
-
-    refusal: Callable[[], str | None] = field(default=lambda: None)
-
-
 class ClientService:
     """Everything about client connections, for the rest of the server."""
 
@@ -71,7 +64,6 @@ class ClientService:
         self.oversized_request_handlers: dict[str, Callable[[ClientConnection, bytes], None]] = {}
         self.disconnect_listeners: list[Callable[[Client], None]] = []
         self.deleted_listeners: list[Callable[[str], Awaitable[None]]] = []
-        self.connect_listeners: list[Callable[[Client], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     # --- connections ---------------------------------------------------------------
@@ -87,8 +79,6 @@ class ClientService:
             request.version, (0, 9, 7)
         ) and version_at_least(request.version, (0, 8, 2))
         client, remotes = await self.registry.register(conn, conn.auth_id, request)
-        for listener in self.connect_listeners:
-            listener(client)
         return client, remotes
 
     def on_disconnect(self, conn: ClientConnection, client: Client) -> None:
