@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from rportd import __version__
+from rportd.api.access_log import CombinedAccessLogger, open_access_log
 from rportd.auditlog.store import AuditLog
 from rportd.auditlog.syncback import AuditSyncSource
 from rportd.auth.accounts import AccountService
@@ -336,7 +337,15 @@ class RportServer:
                 ssl_ctx = await asyncio.to_thread(
                     _server_ssl_context, cfg.api.cert_file, cfg.api.key_file, cfg.api.tls_min
                 )
-            self.api_address = await self._serve(create_api_app(self), cfg.api.address, ssl_ctx)
+            access_log = None
+            if cfg.api.access_log_file:
+                access_log, writer = await asyncio.to_thread(
+                    open_access_log, cfg.api.access_log_file
+                )
+                self._stack.callback(writer.stop)
+            self.api_address = await self._serve(
+                create_api_app(self), cfg.api.address, ssl_ctx, access_log
+            )
         log.info(
             "rportd %s listening for clients on %s (fingerprint %s)%s",
             self.version,
@@ -441,10 +450,20 @@ class RportServer:
         self.auditlog.start()
 
     async def _serve(
-        self, app: web.Application, address: str, ssl_ctx: ssl.SSLContext | None
+        self,
+        app: web.Application,
+        address: str,
+        ssl_ctx: ssl.SSLContext | None,
+        access_log: logging.Logger | None = None,
     ) -> tuple[str, int]:
         host, port = split_host_port(address)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+        runner = web.AppRunner(
+            app,
+            access_log=access_log,
+            access_log_class=CombinedAccessLogger,
+            handle_signals=False,
+            shutdown_timeout=5.0,
+        )
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(
