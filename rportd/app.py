@@ -47,6 +47,7 @@ from rportd.clients.syncback import ClientSyncSource
 from rportd.config import Config
 from rportd.ha.changelog import ChangeLog
 from rportd.ha.controller import HAController
+from rportd.ha.mirror import FileMirror
 from rportd.ha.state import SECONDARY
 from rportd.ha.syncback import Outbox, SyncBack, SyncSource
 from rportd.jobs.audit import ResultAudit
@@ -405,8 +406,13 @@ class RportServer:
         self.jobs.repo.write_listeners.append(outbox.note)
         self.syncback = SyncBack(outbox, self.sync_sources, self.ha.peers)
         self.ha.sync_back = self.syncback.push
+        mirror = FileMirror(changelog, self.replicated)
+        await mirror.seed()
         await self.ha.start()
         self._stack.push_async_callback(self.ha.stop)
+        await mirror.reconcile()
+        mirror.start()
+        self._stack.push_async_callback(mirror.stop)
 
     async def _start_access(self) -> None:
         """API tokens, account policy, 2FA and the audit log."""

@@ -260,11 +260,17 @@ class FileUserStore(UserStore):
     """``[api] auth_file``: a JSON array of users, rewritten atomically."""
 
     source = SOURCE_FILE
+    file_backed = True  # may change behind the change log (hand edits): see rportd.ha.mirror
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._users: dict[str, User] = {}
         self._lock = asyncio.Lock()
+
+    @property
+    def write_lock(self) -> asyncio.Lock:
+        """Held while the file is rewritten and the change recorded."""
+        return self._lock
 
     async def load(self) -> None:
         self._users = await asyncio.to_thread(self._read)

@@ -95,6 +95,7 @@ class FileCredentials(ClientCredentials):
 
     source = SOURCE_FILE
     writable = True
+    file_backed = True  # may change behind the change log (hand edits): see rportd.ha.mirror
 
     def __init__(self, path: Path | str, recheck_seconds: float = 2.0) -> None:
         self.path = Path(path)
@@ -103,6 +104,11 @@ class FileCredentials(ClientCredentials):
         self._mtime: float | None = None
         self._checked_at = 0.0
         self._lock = asyncio.Lock()
+
+    @property
+    def write_lock(self) -> asyncio.Lock:
+        """Held while the file is rewritten and the change recorded."""
+        return self._lock
 
     async def load(self) -> None:
         """Read the file (a missing file is an empty set)."""

@@ -36,6 +36,14 @@ _INSERT = (
     "VALUES (:seq, :epoch, :dataset, :key, :doc, :at)"
 )
 _LOCKED = "rportd.changelog.locked"
+_MIRROR_DDL = (
+    "CREATE TABLE IF NOT EXISTS rportd_file_mirror (dataset TEXT NOT NULL, key TEXT NOT NULL, "
+    "doc TEXT NOT NULL, PRIMARY KEY (dataset, key)) WITHOUT ROWID"
+)
+_MIRROR_PUT = (
+    "INSERT OR REPLACE INTO rportd_file_mirror (dataset, key, doc) VALUES (:dataset, :key, :doc)"
+)
+_MIRROR_DEL = "DELETE FROM rportd_file_mirror WHERE dataset = :dataset AND key = :key"
 
 
 class ReadOnlyReplica(Exception):
@@ -86,6 +94,14 @@ class Change:
         }
 
 
+async def _mirror(tx: Transaction, change: Change) -> None:
+    values = {"dataset": change.dataset, "key": change.key}
+    if change.doc is None:
+        await tx.execute(_MIRROR_DEL, values)
+    else:
+        await tx.execute(_MIRROR_PUT, {**values, "doc": json.dumps(change.doc)})
+
+
 def _change(row: dict[str, Any]) -> Change:
     doc = json.loads(row["doc"]) if row["doc"] else None
     return Change(
@@ -106,6 +122,7 @@ class ChangeLog:
         self.position = 0
         self.last_epoch = 0
         self.writable = True
+        self.mirrored: set[str] = set()  # file-held data sets, mirrored in ``own``
 
     async def open(self, sources: Iterable[Database]) -> None:
         """Create the log tables and find where the log stands."""
@@ -114,6 +131,7 @@ class ChangeLog:
                 self._sources.append(db)
         for db in self._sources:
             await db.execute(_DDL)
+        await self.own.execute(_MIRROR_DDL)
         last = await self._last_entry()
         if last is not None:
             self.position, self.last_epoch = last.seq, last.epoch
@@ -159,6 +177,8 @@ class ChangeLog:
         )
         self._next_seq += 1
         await tx.execute(_INSERT, change.row())
+        if dataset in self.mirrored and tx.database is self.own:
+            await _mirror(tx, change)
 
     def _transaction_ended(self, committed: bool) -> None:
         # Runs right after the commit (or rollback), still holding the lock.
@@ -184,6 +204,9 @@ class ChangeLog:
         async with self._lock:
             async with self.own.transaction() as tx:
                 await tx.execute_many(_INSERT, [c.row() for c in changes])
+                for change in changes:
+                    if change.dataset in self.mirrored:
+                        await _mirror(tx, change)
             self.position = changes[-1].seq
             self.last_epoch = changes[-1].epoch
             self._next_seq = self.position + 1
@@ -199,6 +222,24 @@ class ChangeLog:
                 await self.own.execute(_INSERT, marker.row())
             self.position, self.last_epoch = position, epoch
             self._next_seq = position + 1
+
+    # --- the mirror of file-held data sets ---------------------------------------------
+
+    async def mirror_of(self, dataset: str) -> dict[str, Document]:
+        """What the log says ``dataset`` (file-held) contains."""
+        rows = await self.own.fetch_all(
+            "SELECT key, doc FROM rportd_file_mirror WHERE dataset = :d", {"d": dataset}
+        )
+        return {str(r["key"]): json.loads(r["doc"]) for r in rows}
+
+    async def set_mirror(self, dataset: str, docs: dict[str, Document]) -> None:
+        """Replace the mirror of ``dataset`` (a snapshot was restored, or first start)."""
+        async with self.own.transaction() as tx:
+            await tx.execute("DELETE FROM rportd_file_mirror WHERE dataset = :d", {"d": dataset})
+            await tx.execute_many(
+                "INSERT INTO rportd_file_mirror (dataset, key, doc) VALUES (:d, :k, :doc)",
+                [{"d": dataset, "k": k, "doc": json.dumps(v)} for k, v in docs.items()],
+            )
 
     # --- reading ---------------------------------------------------------------------
 

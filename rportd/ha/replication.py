@@ -133,6 +133,8 @@ class Follower:
                 log.warning("primary sent no %s data; keeping ours", name)
                 continue
             await ds.restore(docs)
+            if name in self.changelog.mirrored:
+                await self.changelog.set_mirror(name, docs)
         for name in set(datasets) - set(self.datasets):
             log.warning("primary replicates %s, which this node does not keep", name)
         await self.changelog.reset(int(data["position"]), int(data["epoch"]))

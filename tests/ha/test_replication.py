@@ -382,3 +382,39 @@ async def test_library_and_stored_tunnels_replicate(pair: Pair) -> None:
             return status == 404
 
         await eventually(deleted)
+
+
+async def test_edits_of_auth_files_outside_rportd(pair: Pair) -> None:
+    primary = await pair.start("p", "primary")
+    secondary = await pair.start("s", "secondary")
+    await eventually(lambda: _has_credential(secondary, "client1", "secret-1"))
+    primary_file = pair.root / "p" / "client-auth.json"
+    secondary_file = pair.root / "s" / "client-auth.json"
+
+    # An operator edits the primary's file by hand: the change reaches the secondary.
+    primary_file.write_text(json.dumps({"client1": "secret-1", "by-hand": "pw-hand"}))
+    await eventually(lambda: _has_credential(secondary, "by-hand", "pw-hand"), timeout=10)
+
+    # An edit while the primary is down (as `rportd user` does with the users file).
+    await pair.stop(primary)
+    users_file = pair.root / "p" / "api-users.json"
+    users = json.loads(users_file.read_text())
+    users.append({"username": "offline", "password": users[0]["password"], "groups": []})
+    users_file.write_text(json.dumps(users))
+    primary = await pair.start("p", "primary")
+
+    async def user_arrived() -> bool:
+        assert secondary.users is not None
+        return await secondary.users.get("offline") is not None
+
+    await eventually(user_arrived, timeout=10)
+
+    # A hand edit on the secondary is put back: its data only comes from its primary.
+    secondary_file.write_text(json.dumps({"rogue": "x"}))
+
+    async def put_back() -> bool:
+        return "rogue" not in json.loads(secondary_file.read_text() or "{}")
+
+    await eventually(put_back, timeout=10)
+    assert await _has_credential(secondary, "by-hand", "pw-hand")
+    assert await secondary.credentials.lookup("rogue") is None
