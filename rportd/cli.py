@@ -178,4 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rportd.ha.cli import main as ha_main
 
         return ha_main(args[1:])
+    if args and args[0] == "user":
+        from rportd.auth.cli import main as user_main
+
+        return user_main(args[1:])
     return run_server(args)
