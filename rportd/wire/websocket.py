@@ -94,10 +94,7 @@ class WebSocketTransport(asyncio.Transport):
         self.write(b"".join(list_of_data))
 
     def can_write_eof(self) -> bool:
-        return False
-
-    def write_eof(self) -> None:
-        raise NotImplementedError("a WebSocket cannot half-close")
+        return False  # a WebSocket cannot half-close (write_eof stays asyncio's default)
 
     def get_write_buffer_size(self) -> int:
         return self._tcp.get_write_buffer_size() + self._pending_size
