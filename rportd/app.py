@@ -62,6 +62,8 @@ from rportd.store.database import Database
 from rportd.tunnels.ports import PortPool
 from rportd.tunnels.service import TunnelService, TunnelSettings
 from rportd.tunnels.stored import StoredTunnelStore
+from rportd.vault import store as vault_store
+from rportd.vault.service import Vault
 from rportd.wire.hostkey import HostKey
 from rportd.wire.listener import ClientListener
 from rportd.wire.ssh import server_options
@@ -126,6 +128,7 @@ class RportServer:
         self.clients: ClientService
         self.jobs: JobService
         self.library: Library
+        self.vault: Vault
         self.listener: ClientListener
         self.client_address: tuple[str, int] | None = None
         self.api_address: tuple[str, int] | None = None
@@ -134,10 +137,12 @@ class RportServer:
 
     # --- building ----------------------------------------------------------------
 
-    async def database(self, filename: str, schema: str) -> Database:
-        """Open (once) the SQLite file ``filename`` in ``data_dir``."""
+    async def database(self, filename: str, schema: str, *, wal: bool | None = None) -> Database:
+        """Open (once) the SQLite file ``filename`` in ``data_dir`` (``wal``: config default)."""
         if filename not in self.databases:
-            db = Database(self.data_dir / filename, schema, wal=self.config.server.sqlite_wal)
+            if wal is None:
+                wal = self.config.server.sqlite_wal
+            db = Database(self.data_dir / filename, schema, wal=wal)
             await db.open()
             self.databases[filename] = db
             self._stack.push_async_callback(db.close)
@@ -291,6 +296,14 @@ class RportServer:
         await self.jobs.start()
         self._stack.push_async_callback(self.jobs.stop)
         self.library = Library(await self.database("library.db", "library"))
+        self.vault = Vault(
+            vault_store.VaultStore(
+                self.data_dir / vault_store.FILENAME,
+                # Upstream keeps the vault file out of WAL mode.
+                lambda: self.database(vault_store.FILENAME, vault_store.SCHEMA, wal=False),
+            )
+        )
+        await self.vault.store.open_if_exists()
         if cfg.monitoring.enabled:
             self.measurements = MeasurementStore(
                 await self.database("monitoring.db", "monitoring"),
@@ -373,6 +386,9 @@ class RportServer:
         self.replicated[self.client_acls.dataset] = self.client_acls
         for library in (self.library.scripts, self.library.commands):
             self.replicated[library.dataset] = library
+        self.replicated[self.vault.store.dataset] = self.vault.store
+        vault_status = vault_store.VaultStatusDataset(self.vault.store)
+        self.replicated[vault_status.dataset] = vault_status
 
     async def _start_ha(self) -> None:
         cfg = self.config

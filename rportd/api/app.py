@@ -26,6 +26,7 @@ from rportd.api.views import (
     tunnels,
     twofa,
     users,
+    vault,
 )
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ VIEWS = (
     jobs,
     jobs_ws,
     library,
+    vault,
 )
 
 

@@ -20,6 +20,7 @@ from rportd.api.audit import audit_note
 from rportd.api.responses import envelope, no_content
 from rportd.api.views import jobs as jobs_views
 from rportd.api.views import tunnels as tunnels_views
+from rportd.api.views import vault as vault_views
 from rportd.app import RportServer
 from rportd.auditlog.entry import AuditEntry
 from rportd.auditlog.routes import AUDITED_ROUTES, route_key
@@ -160,8 +161,8 @@ async def fake_routes(
     file_server: RportServer, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[str]:
     """The API app with stand-ins for routes other concerns add (tunnels, commands, vault)."""
-    # POST /commands and the tunnel routes exist for real now; the stand-ins replace them.
-    real = (jobs_views, tunnels_views)
+    # POST /commands, the tunnel and vault routes exist for real now; the stand-ins replace them.
+    real = (jobs_views, tunnels_views, vault_views)
     monkeypatch.setattr(api_app, "VIEWS", tuple(v for v in api_app.VIEWS if v not in real))
     app = create_api_app(file_server)
 
