@@ -46,7 +46,7 @@ from rportd.clients.syncback import ClientSyncSource
 from rportd.config import Config
 from rportd.ha.changelog import ChangeLog
 from rportd.ha.controller import HAController
-from rportd.ha.state import SECONDARY
+from rportd.ha.state import ACTIVE, PRIMARY, SECONDARY
 from rportd.ha.syncback import Outbox, SyncBack, SyncSource
 from rportd.jobs.audit import ResultAudit
 from rportd.jobs.repository import JobRepository
@@ -54,6 +54,8 @@ from rportd.jobs.service import JobService, JobSettings
 from rportd.jobs.syncback import JobSyncSource, MultiJobSyncSource
 from rportd.library.store import Library
 from rportd.monitoring.store import MeasurementStore
+from rportd.schedules.runner import ScheduleRunner
+from rportd.schedules.store import ScheduleStore
 from rportd.store.changes import ReplicatedDataset
 from rportd.store.clients import ClientRepository
 from rportd.store.database import Database
@@ -124,6 +126,8 @@ class RportServer:
         self.clients: ClientService
         self.jobs: JobService
         self.library: Library
+        self.schedules: ScheduleStore
+        self.schedule_runner: ScheduleRunner
         self.listener: ClientListener
         self.client_address: tuple[str, int] | None = None
         self.api_address: tuple[str, int] | None = None
@@ -289,6 +293,10 @@ class RportServer:
         await self.jobs.start()
         self._stack.push_async_callback(self.jobs.stop)
         self.library = Library(await self.database("library.db", "library"))
+        self.schedules = ScheduleStore(await self.database("jobs.db", "jobs"))
+        self.schedule_runner = ScheduleRunner(
+            self.schedules, self.jobs, self.clients.registry, self.client_groups, self.is_leader
+        )
         if cfg.monitoring.enabled:
             self.measurements = MeasurementStore(
                 await self.database("monitoring.db", "monitoring"),
@@ -314,6 +322,8 @@ class RportServer:
         self._collect_replicated()
         if cfg.ha.enabled:
             await self._start_ha()
+        await self.schedule_runner.start()
+        self._stack.push_async_callback(self.schedule_runner.stop)
 
         self.listener = ClientListener(
             server_options(self.host_key.ssh_key, login_timeout=60.0),
@@ -363,6 +373,11 @@ class RportServer:
         self.replicated[self.client_acls.dataset] = self.client_acls
         for library in (self.library.scripts, self.library.commands):
             self.replicated[library.dataset] = library
+        self.replicated[self.schedules.dataset] = self.schedules
+
+    def is_leader(self) -> bool:
+        """Whether this node does what only one node may do (e.g. run schedules)."""
+        return self.ha is None or (self.ha.role == PRIMARY and self.ha.state == ACTIVE)
 
     async def _start_ha(self) -> None:
         cfg = self.config
