@@ -48,7 +48,7 @@ from rportd.config import Config
 from rportd.ha.changelog import ChangeLog
 from rportd.ha.controller import HAController
 from rportd.ha.mirror import FileMirror
-from rportd.ha.state import SECONDARY
+from rportd.ha.state import ACTIVE, SECONDARY
 from rportd.ha.syncback import Outbox, SyncBack, SyncSource
 from rportd.jobs.audit import ResultAudit
 from rportd.jobs.repository import JobRepository
@@ -56,6 +56,8 @@ from rportd.jobs.service import JobService, JobSettings
 from rportd.jobs.syncback import JobSyncSource, MultiJobSyncSource
 from rportd.library.store import Library
 from rportd.monitoring.store import MeasurementStore
+from rportd.schedules.runner import ScheduleRunner
+from rportd.schedules.store import ScheduleStore
 from rportd.store.changes import ReplicatedDataset
 from rportd.store.clients import ClientRepository
 from rportd.store.database import Database
@@ -129,6 +131,8 @@ class RportServer:
         self.jobs: JobService
         self.library: Library
         self.vault: Vault
+        self.schedules: ScheduleStore
+        self.schedule_runner: ScheduleRunner
         self.listener: ClientListener
         self.client_address: tuple[str, int] | None = None
         self.api_address: tuple[str, int] | None = None
@@ -304,6 +308,10 @@ class RportServer:
             )
         )
         await self.vault.store.open_if_exists()
+        self.schedules = ScheduleStore(await self.database("jobs.db", "jobs"))
+        self.schedule_runner = ScheduleRunner(
+            self.schedules, self.jobs, self.clients.registry, self.client_groups, self.is_leader
+        )
         if cfg.monitoring.enabled:
             self.measurements = MeasurementStore(
                 await self.database("monitoring.db", "monitoring"),
@@ -329,6 +337,8 @@ class RportServer:
         self._collect_replicated()
         if cfg.ha.enabled:
             await self._start_ha()
+        await self.schedule_runner.start()
+        self._stack.push_async_callback(self.schedule_runner.stop)
 
         self.listener = ClientListener(
             server_options(self.host_key.ssh_key, login_timeout=60.0),
@@ -389,6 +399,15 @@ class RportServer:
         self.replicated[self.vault.store.dataset] = self.vault.store
         vault_status = vault_store.VaultStatusDataset(self.vault.store)
         self.replicated[vault_status.dataset] = vault_status
+        self.replicated[self.schedules.dataset] = self.schedules
+
+    def is_leader(self) -> bool:
+        """Whether this node does what only one node may do (e.g. run schedules).
+
+        The node serving the clients: a standalone server, the active primary, or a
+        secondary that took over while its primary is unreachable (its jobs flow back).
+        """
+        return self.ha is None or self.ha.state == ACTIVE
 
     async def _start_ha(self) -> None:
         cfg = self.config

@@ -21,6 +21,7 @@ from rportd.api.views import (
     library,
     login,
     me,
+    schedules,
     status,
     stored_tunnels,
     tunnels,
@@ -49,6 +50,7 @@ VIEWS = (
     jobs,
     jobs_ws,
     library,
+    schedules,
     vault,
 )
 

@@ -35,7 +35,7 @@ def invalid_json(detail: str) -> JobRequestError:
 _GO_TYPES = {str: "string", int: "int", bool: "bool", list: "[]string", dict: "object"}
 
 
-def _field(body: dict[str, Any], key: str, kind: type, struct: str) -> Any:
+def json_field(body: dict[str, Any], key: str, kind: type, struct: str) -> Any:
     """``body[key]`` checked like Go's decoder (``null`` = zero value)."""
     value = body.get(key)
     if value is None:
@@ -67,7 +67,8 @@ def _json_kind(value: Any) -> str:
     return "value"
 
 
-def _check_keys(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+def check_keys(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    """Refuse keys outside ``allowed``, as Go's ``DisallowUnknownFields`` does."""
     for key in body:
         if key not in allowed:
             raise invalid_json(f'json: unknown field "{key}"')
@@ -88,15 +89,15 @@ class ExecuteInput:
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> ExecuteInput:
-        _check_keys(body, cls.KEYS)
+        check_keys(body, cls.KEYS)
         s = "ExecuteInput"
         return cls(
-            command=_field(body, "command", str, s) or "",
-            script=_field(body, "script", str, s) or "",
-            interpreter=_field(body, "interpreter", str, s) or "",
-            cwd=_field(body, "cwd", str, s) or "",
-            is_sudo=bool(_field(body, "is_sudo", bool, s)),
-            timeout_sec=_field(body, "timeout_sec", int, s) or 0,
+            command=json_field(body, "command", str, s) or "",
+            script=json_field(body, "script", str, s) or "",
+            interpreter=json_field(body, "interpreter", str, s) or "",
+            cwd=json_field(body, "cwd", str, s) or "",
+            is_sudo=bool(json_field(body, "is_sudo", bool, s)),
+            timeout_sec=json_field(body, "timeout_sec", int, s) or 0,
         )
 
 
@@ -139,28 +140,29 @@ class MultiJobRequest:
                 f"json: cannot unmarshal {_json_kind(body)} into Go value of type "
                 "jobs.MultiJobRequest"
             )
-        _check_keys(body, cls.KEYS)
+        check_keys(body, cls.KEYS)
         s = "MultiJobRequest"
         tags: ClientTags | None = None
-        raw_tags = _field(body, "tags", dict, s)
+        raw_tags = json_field(body, "tags", dict, s)
         if raw_tags is not None:
-            _check_keys(raw_tags, ("tags", "operator"))
+            check_keys(raw_tags, ("tags", "operator"))
             t = "JobClientTags"
             tags = ClientTags(
-                _field(raw_tags, "tags", list, t), _field(raw_tags, "operator", str, t) or ""
+                json_field(raw_tags, "tags", list, t),
+                json_field(raw_tags, "operator", str, t) or "",
             )
-        abort = _field(body, "abort_on_error", bool, s)
+        abort = json_field(body, "abort_on_error", bool, s)
         return cls(
-            client_ids=_field(body, "client_ids", list, s),
-            group_ids=_field(body, "group_ids", list, s),
+            client_ids=json_field(body, "client_ids", list, s),
+            group_ids=json_field(body, "group_ids", list, s),
             tags=tags,
-            command=_field(body, "command", str, s) or "",
-            script=_field(body, "script", str, s) or "",
-            cwd=_field(body, "cwd", str, s) or "",
-            is_sudo=bool(_field(body, "is_sudo", bool, s)),
-            interpreter=_field(body, "interpreter", str, s) or "",
-            timeout_sec=_field(body, "timeout_sec", int, s) or 0,
-            execute_concurrently=bool(_field(body, "execute_concurrently", bool, s)),
+            command=json_field(body, "command", str, s) or "",
+            script=json_field(body, "script", str, s) or "",
+            cwd=json_field(body, "cwd", str, s) or "",
+            is_sudo=bool(json_field(body, "is_sudo", bool, s)),
+            interpreter=json_field(body, "interpreter", str, s) or "",
+            timeout_sec=json_field(body, "timeout_sec", int, s) or 0,
+            execute_concurrently=bool(json_field(body, "execute_concurrently", bool, s)),
             abort_on_error=abort,
         )
 

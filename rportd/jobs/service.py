@@ -123,6 +123,7 @@ class JobService:
         self._wake = asyncio.Event()
         self._streams: dict[str, JobStream] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._executing: dict[str, asyncio.Task[Any]] = {}
         self._loops: list[asyncio.Task[None]] = []
         # Called with every result a client reports, once it is stored (audit log).
         self.result_listeners: list[Callable[[Job], Awaitable[None]]] = []
@@ -255,12 +256,18 @@ class JobService:
         targets: list[Client],
         created_by: str,
         stream: JobStream | None = None,
+        *,
+        schedule_id: str | None = None,
     ) -> MultiJob:
-        """Store a multi-client job and run it in the background (one child job per client)."""
+        """Store a multi-client job and run it in the background (one child job per client).
+
+        ``schedule_id`` marks a run started by a schedule.
+        """
         multi = MultiJob(
             jid=new_jid(),
             started_at=utcnow(),
             created_by=created_by,
+            schedule_id=schedule_id,
             client_ids=request.client_ids,
             group_ids=request.group_ids,
             tags=request.tags,
@@ -277,8 +284,14 @@ class JobService:
         if stream is not None:
             stream.expect(len(targets))
             self._streams[multi.jid] = stream
-        self._spawn(self._execute(multi, list(targets), stream), f"multi-job-{multi.jid}")
+        task = self._spawn(self._execute(multi, list(targets), stream), f"multi-job-{multi.jid}")
+        self._executing[multi.jid] = task
+        task.add_done_callback(lambda _: self._executing.pop(multi.jid, None))
         return multi
+
+    def executing(self, multi_job_id: str) -> bool:
+        """Whether this node is still starting (sequential: running) the multi-job's jobs."""
+        return multi_job_id in self._executing
 
     async def _execute(
         self, multi: MultiJob, targets: list[Client], stream: JobStream | None

@@ -1,0 +1,1 @@
+"""Scheduled commands and scripts: stored (replicated) schedules and the one runner."""
