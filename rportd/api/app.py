@@ -25,6 +25,7 @@ from rportd.api.views import (
     stored_tunnels,
     tunnels,
     twofa,
+    uploads,
     users,
 )
 
@@ -48,6 +49,7 @@ VIEWS = (
     jobs,
     jobs_ws,
     library,
+    uploads,
 )
 
 
