@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import grp
 import hashlib
 import json
 import os
+import pwd
 from pathlib import Path
 from typing import Any
 
@@ -247,3 +249,25 @@ async def test_a_busy_transfer_counts_as_a_heartbeat(
     assert (await feed.next())["status"] == "success"
     assert client.last_heartbeat_at is not None
     assert sim.state == "connected"
+
+
+async def test_owner_and_group_reach_the_client_and_count_for_sync(
+    api: Api, start_sim: SimFactory, feed: Feed, tmp_path: Path
+) -> None:
+    sim = await start_sim("c1")
+    dest = tmp_path / "owned.txt"
+    dest.write_bytes(b"same")
+    values = {"client_id": "c1", "dest": str(dest), "sync": "true"}
+    user, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
+    status, body = await push(api, b"same", **values, user=user, group=group)
+    assert status == 200, body
+    assert (await feed.next())["status"] == "ignored"  # same content, owner and group
+    sent = sim.uploads[-1]
+    assert (sent["DestinationFileOwner"], sent["DestinationFileGroup"]) == (user, group)
+    status, body = await push(api, b"same", **values, user="no-such-user-x")
+    assert status == 200, body
+    message = await feed.next()
+    assert (message["status"], message["message"]) == (
+        "error",
+        "client error: user: unknown user no-such-user-x",
+    )
