@@ -21,6 +21,7 @@ from rportd.api.views import (
     library,
     login,
     me,
+    monitoring,
     status,
     stored_tunnels,
     tunnels,
@@ -50,6 +51,7 @@ VIEWS = (
     jobs_ws,
     library,
     uploads,
+    monitoring,
 )
 
 
