@@ -15,7 +15,6 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import asyncssh
 
@@ -34,7 +33,7 @@ from rportd.uploads.feed import UploadFeed
 from rportd.uploads.form import INCOMING_PREFIX
 from rportd.uploads.model import DISABLED, UNSUPPORTED, UploadedFile, UploadOutcome
 from rportd.uploads.request import PushRequest
-from rportd.wire.ssh import ConnectionClosed, RequestFailed
+from rportd.wire.ssh import ConnectionClosed, RequestFailed, RportServerConnection
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +205,9 @@ class UploadService:
                 f"invalid client response format: failed to decode response: {exc}",
             )
 
-    async def _request(self, ssh: Any, client_id: str, uploaded: UploadedFile) -> bytes:
+    async def _request(
+        self, ssh: RportServerConnection, client_id: str, uploaded: UploadedFile
+    ) -> bytes:
         """Send ``upload`` and wait for the reply while the client shows signs of life.
 
         The client replies only after the whole transfer, so there is no fixed timeout:
@@ -223,7 +224,7 @@ class UploadService:
                     raise _Silent
                 done, _ = await asyncio.wait({pending}, timeout=remaining)
                 if done:
-                    return bytes(pending.result())
+                    return pending.result()
         finally:
             if not pending.done():
                 pending.cancel()
