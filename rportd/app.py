@@ -64,6 +64,8 @@ from rportd.store.database import Database
 from rportd.tunnels.ports import PortPool
 from rportd.tunnels.service import TunnelService, TunnelSettings
 from rportd.tunnels.stored import StoredTunnelStore
+from rportd.uploads.service import UploadService
+from rportd.uploads.sftp import sftp_channel_handler
 from rportd.vault import store as vault_store
 from rportd.vault.service import Vault
 from rportd.wire.hostkey import HostKey
@@ -121,6 +123,7 @@ class RportServer:
         self.stored_tunnels: StoredTunnelStore
         self.client_access = ClientAccess()
         self.measurements: MeasurementStore | None = None
+        self.uploads: UploadService | None = None
         self.replicated: dict[str, ReplicatedDataset] = {}
         self.ha: HAController | None = None
         self.sync_sources: dict[str, SyncSource] = {}
@@ -333,6 +336,10 @@ class RportServer:
             await self._start_access()
             if self.auditlog is not None:
                 self.jobs.result_listeners.append(ResultAudit(self.auditlog, self.clients.registry))
+            self.uploads = UploadService(self.data_dir / "filepush", auditlog=self.auditlog)
+            await self.uploads.open()
+            self._stack.push_async_callback(self.uploads.stop)
+            self.clients.channel_handlers["session"] = sftp_channel_handler(self.uploads)
 
         self._collect_replicated()
         if cfg.ha.enabled:

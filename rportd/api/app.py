@@ -21,11 +21,13 @@ from rportd.api.views import (
     library,
     login,
     me,
+    monitoring,
     schedules,
     status,
     stored_tunnels,
     tunnels,
     twofa,
+    uploads,
     users,
     vault,
 )
@@ -52,6 +54,8 @@ VIEWS = (
     library,
     schedules,
     vault,
+    uploads,
+    monitoring,
 )
 
 

@@ -9,7 +9,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import asyncssh
+from asyncssh.channel import SSHChannel
 from asyncssh.constants import OPEN_UNKNOWN_CHANNEL_TYPE
+from asyncssh.session import SSHSession
 
 from rportd.clients.registry import RegistrationError
 from rportd.gotypes import go_dumpb, utcnow
@@ -37,7 +39,7 @@ RequestHandler = Callable[["ClientConnection", bytes], Reply | Awaitable[Reply |
 
 ChannelHandler = Callable[
     ["ClientConnection", bytes],
-    tuple[asyncssh.SSHTCPChannel[bytes], asyncssh.SSHTCPSession[bytes]],
+    tuple[SSHChannel[bytes], SSHSession[bytes]],
 ]
 """Accepts a client-opened channel (or raises :class:`asyncssh.ChannelOpenError`)."""
 
@@ -179,7 +181,7 @@ class ClientConnection(asyncssh.SSHServer):
 
     def channel_requested(
         self, chantype: str, payload: bytes
-    ) -> tuple[asyncssh.SSHTCPChannel[bytes], asyncssh.SSHTCPSession[bytes]]:
+    ) -> tuple[SSHChannel[bytes], SSHSession[bytes]]:
         handler = self.service.channel_handlers.get(chantype) if self.client else None
         if handler is None:
             raise asyncssh.ChannelOpenError(OPEN_UNKNOWN_CHANNEL_TYPE, "unknown channel type")

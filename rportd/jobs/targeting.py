@@ -1,4 +1,4 @@
-"""Which clients a multi-client job runs on: client ids, client groups or tags."""
+"""Which clients a multi-client job or a file push targets: client ids, groups or tags."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Protocol
 from rportd.clients.access import ClientGroupLike
 from rportd.clients.model import Client
 from rportd.jobs.model import ClientTags
-from rportd.jobs.requests import JobRequestError, MultiJobRequest
+from rportd.jobs.requests import JobRequestError
 
 
 class ClientLookup(Protocol):
@@ -17,6 +17,19 @@ class ClientLookup(Protocol):
     def get(self, client_id: str) -> Client | None: ...
 
     def all(self) -> Iterable[Client]: ...
+
+
+class TargetingRequest(Protocol):
+    """Which clients a request targets (a multi-client job, a file push)."""
+
+    @property
+    def client_ids(self) -> list[str] | None: ...
+
+    @property
+    def group_ids(self) -> list[str] | None: ...
+
+    @property
+    def tags(self) -> ClientTags | None: ...
 
 
 class ClientGroupProvider(Protocol):
@@ -32,7 +45,7 @@ def _by_tags(clients: Iterable[Client], tags: ClientTags) -> list[Client]:
     return [c for c in clients if any(t in wanted for t in (c.tags or ()))]
 
 
-def check_targeting(request: MultiJobRequest) -> None:
+def check_targeting(request: TargetingRequest) -> None:
     """Targeting options must be given, alone, and tags must not be empty."""
     if request.client_ids is None and request.group_ids is None and request.tags is None:
         raise JobRequestError(
@@ -53,7 +66,7 @@ def check_targeting(request: MultiJobRequest) -> None:
 
 
 def resolve_targets(
-    request: MultiJobRequest, clients: ClientLookup, groups: ClientGroupProvider
+    request: TargetingRequest, clients: ClientLookup, groups: ClientGroupProvider
 ) -> list[Client]:
     """The ordered target clients (explicit ids first, then group members; or by tags).
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import asyncssh
+from asyncssh.channel import SSHChannel
 from asyncssh.connection import SSHServerConnection
 from asyncssh.constants import (
     MSG_CHANNEL_OPEN,
@@ -27,6 +28,7 @@ from asyncssh.constants import (
     OPEN_UNKNOWN_CHANNEL_TYPE,
 )
 from asyncssh.packet import Boolean, SSHPacket, String
+from asyncssh.session import SSHSession
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ class SSHHandler(Protocol):
 
     def channel_requested(
         self, chantype: str, payload: bytes
-    ) -> tuple[asyncssh.SSHTCPChannel[bytes], asyncssh.SSHTCPSession[bytes]]:
+    ) -> tuple[SSHChannel[bytes], SSHSession[bytes]]:
         """Accept a client-opened channel or raise :class:`asyncssh.ChannelOpenError`."""
 
 

@@ -14,10 +14,12 @@ import base64
 import contextlib
 import copy
 import functools
+import grp
 import hashlib
 import json
 import logging
 import os
+import pwd
 import random
 import re
 import shutil
@@ -1313,10 +1315,34 @@ def _upload_precheck(uf: dict[str, Any], protected: list[str]) -> bytes | None:
                 return None
         if mode > 0 and (os.stat(dest).st_mode & 0o777) != (mode & 0o777):
             return None
+        if _owner_or_group_differ(dest, uf["DestinationFileOwner"], uf["DestinationFileGroup"]):
+            return None
     msg = f"file {dest} already exists, should not be synched or overwritten with force"
     return go_dumps(
         {"uuid": uf["ID"], "filepath": dest, "size": 0, "message": msg, "status": "ignored"}
     )
+
+
+def _owner_or_group_differ(path: str, owner: str, group: str) -> bool:
+    """The sync check on owner/group; unknown names fail the upload as Go's lookups do."""
+    if not owner and not group:
+        return False
+    st = os.stat(path)
+    if owner:
+        try:
+            uid = pwd.getpwnam(owner).pw_uid
+        except KeyError:
+            raise RequestFailed(f"user: unknown user {owner}") from None
+        if st.st_uid != uid:
+            return True
+    if group:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise RequestFailed(f"group: unknown group {group}") from None
+        if st.st_gid != gid:
+            return True
+    return False
 
 
 def _upload_temp_path(data_dir: str, src: str, mode: int) -> str:
