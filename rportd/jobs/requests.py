@@ -141,7 +141,12 @@ class MultiJobRequest:
                 "jobs.MultiJobRequest"
             )
         check_keys(body, cls.KEYS)
-        s = "MultiJobRequest"
+        return cls.read_fields(body, "MultiJobRequest")
+
+    @classmethod
+    def read_fields(cls, body: dict[str, Any], struct: str) -> MultiJobRequest:
+        """The job fields of a decoded body; type errors name ``struct`` as Go's would."""
+        s = struct
         tags: ClientTags | None = None
         raw_tags = json_field(body, "tags", dict, s)
         if raw_tags is not None:

@@ -221,32 +221,11 @@ class Schedule:
             )
         for key in ("id", "created_by"):
             json_field(body, key, str, s)
-        tags: ClientTags | None = None
-        raw_tags = json_field(body, "tags", dict, s)
-        if raw_tags is not None:
-            check_keys(raw_tags, ("tags", "operator"))
-            t = "JobClientTags"
-            tags = ClientTags(
-                json_field(raw_tags, "tags", list, t),
-                json_field(raw_tags, "operator", str, t) or "",
-            )
         return cls(
             name=json_field(body, "name", str, s) or "",
             schedule=json_field(body, "schedule", str, s) or "",
             type=json_field(body, "type", str, s) or "",
-            job=MultiJobRequest(
-                client_ids=json_field(body, "client_ids", list, s),
-                group_ids=json_field(body, "group_ids", list, s),
-                tags=tags,
-                command=json_field(body, "command", str, s) or "",
-                script=json_field(body, "script", str, s) or "",
-                cwd=json_field(body, "cwd", str, s) or "",
-                is_sudo=bool(json_field(body, "is_sudo", bool, s)),
-                interpreter=json_field(body, "interpreter", str, s) or "",
-                timeout_sec=json_field(body, "timeout_sec", int, s) or 0,
-                execute_concurrently=bool(json_field(body, "execute_concurrently", bool, s)),
-                abort_on_error=json_field(body, "abort_on_error", bool, s),
-            ),
+            job=MultiJobRequest.read_fields(body, s),
             overlaps=bool(json_field(body, "overlaps", bool, s)),
         )
 
