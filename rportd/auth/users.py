@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rportd.clients.credentials import quote_identifier
-from rportd.store.changes import NULL_SINK, ChangeSink, Document
+from rportd.store.changes import NULL_SINK, ChangeSink, Document, SecondDataset
 from rportd.store.database import Database, Transaction
 from rportd.store.files import atomic_write_text
 
@@ -559,21 +559,10 @@ class DbUserStore(UserStore):
         return self._row_to_user(row, [str(g["group"]) for g in groups])
 
 
-class UserGroupsDataset:
+class UserGroupsDataset(SecondDataset[DbUserStore]):
     """The ``api_user_groups`` data set: group permissions of a DB user store."""
 
     dataset = "api_user_groups"
-
-    def __init__(self, store: DbUserStore) -> None:
-        self.store = store
-
-    @property
-    def changes(self) -> ChangeSink:
-        return self.store.changes
-
-    @changes.setter
-    def changes(self, sink: ChangeSink) -> None:
-        self.store.changes = sink
 
     async def snapshot(self) -> dict[str, Document]:
         return {g.name: {"permissions": g.permissions} for g in await self.store.detail_groups()}

@@ -14,7 +14,7 @@ which writes the data without recording it again.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from rportd.store.database import Transaction
 
@@ -74,3 +74,25 @@ class ReplicatedDataset(Protocol):
 
     async def restore(self, docs: dict[str, Document]) -> None:
         """Replace the whole content with a snapshot (without recording it)."""
+
+
+class _HasSink(Protocol):
+    changes: ChangeSink
+
+
+StoreT = TypeVar("StoreT", bound=_HasSink)
+
+
+class SecondDataset(Generic[StoreT]):
+    """A second data set kept in a store that already has one: it shares that store's sink."""
+
+    def __init__(self, store: StoreT) -> None:
+        self.store = store
+
+    @property
+    def changes(self) -> ChangeSink:
+        return self.store.changes
+
+    @changes.setter
+    def changes(self, sink: ChangeSink) -> None:
+        self.store.changes = sink

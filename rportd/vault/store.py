@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from rportd.api.query import ListOptions, sql_order, sql_where
-from rportd.store.changes import NULL_SINK, ChangeSink, Document
+from rportd.store.changes import NULL_SINK, ChangeSink, Document, SecondDataset
 from rportd.store.database import Database, Row, Transaction
 
 FILENAME = "vault.sqlite.db"
@@ -292,21 +292,10 @@ class VaultStore:
                 await tx.execute(_INSERT, _row_from_document(key, doc))
 
 
-class VaultStatusDataset:
+class VaultStatusDataset(SecondDataset[VaultStore]):
     """The ``vault_status`` data set: the status row of :class:`VaultStore`."""
 
     dataset = "vault_status"
-
-    def __init__(self, store: VaultStore) -> None:
-        self.store = store
-
-    @property
-    def changes(self) -> ChangeSink:
-        return self.store.changes
-
-    @changes.setter
-    def changes(self, sink: ChangeSink) -> None:
-        self.store.changes = sink
 
     async def snapshot(self) -> dict[str, Document]:
         return await self.store.snapshot_status()
