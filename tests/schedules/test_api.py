@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import bcrypt
 
 from rportd.app import RportServer
 from rportd.clients.model import Client
+from tests.access.conftest import db_sections, make_users_db
 from tests.conftest import ADMIN, Api, ServerFactory, api_base
 from tests.jobs.test_upstream_jobs_db import UPSTREAM_SCHEMA, job_details
 
@@ -259,39 +259,16 @@ async def test_list_queries(api: Api, server: RportServer) -> None:
         assert (status, error(resp)[0]) == (400, title)
 
 
-def _y_hash(password: str) -> str:
-    return "$2y$" + bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()[4:]
-
-
 async def test_permission_and_client_access(
     tmp_path: Path, make_server: ServerFactory, http: aiohttp.ClientSession
 ) -> None:
-    db_path = tmp_path / "users.db"
-    db = sqlite3.connect(db_path)
-    db.executescript(
-        """
-        CREATE TABLE users (username TEXT NOT NULL UNIQUE, password TEXT NOT NULL,
-                            password_expired BOOLEAN NOT NULL DEFAULT 0, token TEXT NULL);
-        CREATE TABLE groups (username TEXT NOT NULL, "group" TEXT NOT NULL);
-        CREATE TABLE group_details (name TEXT NOT NULL UNIQUE, permissions TEXT DEFAULT '{}');
-        INSERT INTO groups VALUES ('ops', 'operators'), ('planner', 'planners');
-        INSERT INTO group_details VALUES ('operators', '{"commands": true}'),
-                                         ('planners', '{"scheduler": true}');
-        """
+    users = [("ops", "pw", ["operators"]), ("planner", "pw", ["planners"])]
+    db = make_users_db(
+        tmp_path / "users.db",
+        users,
+        {"operators": {"commands": True}, "planners": {"scheduler": True}},
     )
-    for user in ("ops", "planner"):
-        db.execute("INSERT INTO users (username, password) VALUES (?, ?)", (user, _y_hash("pw")))
-    db.commit()
-    db.close()
-    server = await make_server(
-        api={
-            "auth": None,
-            "auth_user_table": "users",
-            "auth_group_table": "groups",
-            "auth_group_details_table": "group_details",
-        },
-        database={"db_type": "sqlite", "db_name": str(db_path)},
-    )
+    server = await make_server(**db_sections(db))
     adopt(server, "web01")
     base = Api(http, api_base(server), None)
     ops, planner = base.as_user("ops", "pw"), base.as_user("planner", "pw")

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import socket
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import bcrypt
 import pytest
 
 from rportd.app import RportServer
+from tests.access.conftest import db_sections, make_users_db
 from tests.conftest import Api, ServerFactory, api_base
 from tests.tunnels.conftest import ConnectClient
 
@@ -155,10 +154,6 @@ async def test_unknown_and_disconnected_clients(
         assert (status, first_error(body)[1]) == (404, "client with id c1 not found"), path
 
 
-def _y_hash(password: str) -> str:
-    return "$2y$" + bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()[4:]
-
-
 async def test_tunnels_permission_and_client_access(
     tmp_path: Path,
     make_server: ServerFactory,
@@ -166,32 +161,13 @@ async def test_tunnels_permission_and_client_access(
     connect_client: ConnectClient,
     echo_port: int,
 ) -> None:
-    db_path = tmp_path / "users.db"
-    db = sqlite3.connect(db_path)
-    db.executescript(
-        """
-        CREATE TABLE users (username TEXT NOT NULL UNIQUE, password TEXT NOT NULL,
-                            password_expired BOOLEAN NOT NULL DEFAULT 0, token TEXT NULL);
-        CREATE TABLE groups (username TEXT NOT NULL, "group" TEXT NOT NULL);
-        CREATE TABLE group_details (name TEXT NOT NULL UNIQUE, permissions TEXT DEFAULT '{}');
-        INSERT INTO groups VALUES ('ops', 'operators'), ('tun', 'tunnelers');
-        INSERT INTO group_details VALUES ('operators', '{"commands": true}'),
-                                         ('tunnelers', '{"tunnels": true}');
-        """
+    users = [("ops", "pw", ["operators"]), ("tun", "pw", ["tunnelers"])]
+    db = make_users_db(
+        tmp_path / "users.db",
+        users,
+        {"operators": {"commands": True}, "tunnelers": {"tunnels": True}},
     )
-    for user in ("ops", "tun"):
-        db.execute("INSERT INTO users (username, password) VALUES (?, ?)", (user, _y_hash("pw")))
-    db.commit()
-    db.close()
-    server = await make_server(
-        api={
-            "auth": None,
-            "auth_user_table": "users",
-            "auth_group_table": "groups",
-            "auth_group_details_table": "group_details",
-        },
-        database={"db_type": "sqlite", "db_name": str(db_path)},
-    )
+    server = await make_server(**db_sections(db))
     base = Api(http, api_base(server), None)
     ops, tun = base.as_user("ops", "pw"), base.as_user("tun", "pw")
     await connect_client(server)
