@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -22,24 +21,20 @@ from pathlib import Path
 
 import aiohttp
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from bench.harness import (
+    ADMIN,
+    CLIENT_AUTH,
+    REPO,
+    cpu_seconds,
+    free_port,
+    resident_mib,
+    write_config,
+)
 
 
 def proc_stats(pid: int) -> tuple[float, float]:
     """(resident MiB, CPU seconds) of a process."""
-    with open(f"/proc/{pid}/status") as f:
-        rss_kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    return rss_kib / 1024, cpu
+    return resident_mib(pid), sum(cpu_seconds(pid))
 
 
 async def connected(api: str) -> int:
@@ -47,7 +42,7 @@ async def connected(api: str) -> int:
         aiohttp.ClientSession() as http,
         http.get(
             f"{api}/api/v1/status",
-            headers={"Authorization": aiohttp.encode_basic_auth("admin", "bench-password-1")},
+            headers={"Authorization": aiohttp.encode_basic_auth(*ADMIN)},
         ) as resp,
     ):
         return int((await resp.json())["data"]["clients_connected"])
@@ -63,28 +58,15 @@ async def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="rportd-storm-"))
     client_port, api_port = free_port(), free_port()
-    (root / "rportd.conf").write_text(
-        f"""[server]
-  address = "127.0.0.1:{client_port}"
-  key_seed = "bench-seed"
-  auth = "bench:bench-secret"
-  data_dir = "{root}/data"
-  allow_root = true
-  max_concurrent_ssh_handshakes = {args.handshakes}
-[logging]
-  log_level = "error"
-  log_file = "{root}/rportd.log"
-[api]
-  address = "127.0.0.1:{api_port}"
-  auth = "admin:bench-password-1"
-  jwt_secret = "bench-jwt-secret-bench-jwt-secret-1"
-[monitoring]
-  enabled = false
-"""
+    config = write_config(
+        root,
+        client_port,
+        api_port,
+        f"  max_concurrent_ssh_handshakes = {args.handshakes}\n",
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "rportd", "-c", str(root / "rportd.conf"), env=env, cwd=str(REPO)
+        sys.executable, "-m", "rportd", "-c", str(config), env=env, cwd=str(REPO)
     )
     api = f"http://127.0.0.1:{api_port}"
     for _ in range(100):
@@ -102,7 +84,7 @@ async def main() -> None:
         "--server",
         f"ws://127.0.0.1:{client_port}",
         "--auth",
-        "bench:bench-secret",
+        CLIENT_AUTH,
         "--count",
         str(args.clients),
         "--jitter",

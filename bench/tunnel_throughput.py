@@ -18,7 +18,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -26,16 +25,10 @@ from pathlib import Path
 
 import aiohttp
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.harness import ADMIN, CLIENT_AUTH, REPO, cpu_seconds, free_port, write_config
+
 CHUNK = b"\xa5" * (256 * 1024)
-ADMIN = ("admin", "bench-password-1")
 CLIENT_ID = "bench-1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rportd_pid(pid: int, wrapped: bool) -> int:
@@ -49,14 +42,6 @@ def rportd_pid(pid: int, wrapped: bool) -> int:
             return int(children[0])
         time.sleep(0.1)
     return pid
-
-
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 class Endpoint:
@@ -154,7 +139,7 @@ def start_client(args: argparse.Namespace, root: Path, client_port: int) -> list
         (root / "rport.conf").write_text(
             f"""[client]
   server = "http://127.0.0.1:{client_port}"
-  auth = "bench:bench-secret"
+  auth = "{CLIENT_AUTH}"
   id = "{CLIENT_ID}"
   use_system_id = false
   data_dir = "{root}/client-data"
@@ -175,7 +160,7 @@ def start_client(args: argparse.Namespace, root: Path, client_port: int) -> list
         "--server",
         f"ws://127.0.0.1:{client_port}",
         "--auth",
-        "bench:bench-secret",
+        CLIENT_AUTH,
         "--id-prefix",
         "bench-",
         "--jitter",
@@ -204,25 +189,7 @@ async def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="rportd-tunnel-bench-"))
     client_port, api_port = free_port(), free_port()
-    (root / "rportd.conf").write_text(
-        f"""[server]
-  address = "127.0.0.1:{client_port}"
-  key_seed = "bench-seed"
-  auth = "bench:bench-secret"
-  data_dir = "{root}/data"
-  allow_root = true
-  used_ports = ["33000-33999"]
-[logging]
-  log_level = "error"
-  log_file = "{root}/rportd.log"
-[api]
-  address = "127.0.0.1:{api_port}"
-  auth = "{ADMIN[0]}:{ADMIN[1]}"
-  jwt_secret = "bench-jwt-secret-bench-jwt-secret-1"
-[monitoring]
-  enabled = false
-"""
-    )
+    config = write_config(root, client_port, api_port, '  used_ports = ["33000-33999"]\n')
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     server = await asyncio.create_subprocess_exec(
         *shlex.split(args.server_wrapper),
@@ -230,7 +197,7 @@ async def main() -> None:
         "-m",
         "rportd",
         "-c",
-        str(root / "rportd.conf"),
+        str(config),
         env=env,
         cwd=str(REPO),
     )
