@@ -19,6 +19,7 @@ from typing import Any
 from rportd.auditlog.entry import COLUMNS, AuditEntry, obfuscate_ip
 from rportd.gotypes import parse_time, utcnow
 from rportd.store.database import Database
+from rportd.tasks import BackgroundTask
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class AuditLog:
         self.clock = clock
         self._db: Database | None = None
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(self._run, "auditlog-rotation")
         self.listeners: list[Callable[[AuditEntry], None]] = []
 
     @property
@@ -103,14 +104,11 @@ class AuditLog:
 
     def start(self) -> None:
         """Start the rotation task."""
-        if self.enabled and self._task is None:
-            self._task = asyncio.create_task(self._run(), name="auditlog-rotation")
+        if self.enabled:
+            self._task.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._task.stop()
         async with self._lock:
             if self._db is not None:
                 await self._db.close()

@@ -12,6 +12,7 @@ from typing import Any
 from rportd.gotypes import format_db_time, format_time, parse_time, utcnow
 from rportd.store.changes import NULL_SINK, ChangeSink, Document
 from rportd.store.database import Database, Row, Transaction
+from rportd.tasks import BackgroundTask
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class ApiSessionStore:
         self._cache: dict[int, ApiSession] = {}
         self._dirty: set[int] = set()
         self._generation = 0  # bumped by every deletion, so read-throughs never resurrect
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(self._run, "api-sessions")
 
     async def load(self) -> None:
         rows = await self.db.fetch_all(
@@ -110,14 +111,10 @@ class ApiSessionStore:
         self._cache = {int(r["session_id"]): ApiSession.from_row(r) for r in rows}
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="api-sessions")
+        self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._task.stop()
         await self.flush()
 
     async def create(

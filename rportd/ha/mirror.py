@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 from rportd.ha.changelog import ChangeLog
 from rportd.store.changes import ReplicatedDataset
+from rportd.tasks import BackgroundTask
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class FileMirror:
             name: ds for name, ds in datasets.items() if getattr(ds, "file_backed", False)
         }
         changelog.mirrored |= set(self.datasets)
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(self._run, "ha-file-mirror")
 
     async def seed(self) -> None:
         """On a node's first HA start, take the files as the log's view of them."""
@@ -43,14 +44,11 @@ class FileMirror:
                 await self.changelog.set_mirror(name, await ds.snapshot())
 
     def start(self) -> None:
-        if self.datasets and self._task is None:
-            self._task = asyncio.create_task(self._run(), name="ha-file-mirror")
+        if self.datasets:
+            self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._task.stop()
 
     async def reconcile(self) -> int:
         """Act on differences between the files and the log; return how many entries."""

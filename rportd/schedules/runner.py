@@ -26,6 +26,7 @@ from rportd.jobs.targeting import ClientGroupProvider, ClientLookup, resolve_tar
 from rportd.schedules import cron
 from rportd.schedules.model import Schedule
 from rportd.schedules.store import ScheduleStore
+from rportd.tasks import BackgroundTask
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class ScheduleRunner:
         self._changes: dict[str, str | None] = {}
         self._reload = True
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(self._loop, "schedule-runner")
         self._last_run: dict[str, str] = {}  # schedule id -> multi-job id started here
         store.watchers.append(self)
 
@@ -82,13 +83,10 @@ class ScheduleRunner:
         """Plan every stored schedule, then start the task."""
         self.local = await asyncio.to_thread(cron.local_zone)
         await self._refresh()
-        self._task = asyncio.create_task(self._loop(), name="schedule-runner")
+        self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._task.stop()
 
     # --- ScheduleWatcher --------------------------------------------------------------------
 

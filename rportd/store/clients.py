@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime
 
 from rportd.clients.model import Client
 from rportd.gotypes import format_db_time, go_dumps, parse_time
 from rportd.store.database import Database
+from rportd.tasks import BackgroundTask
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class ClientRepository:
         self._dirty: dict[str, Client] = {}
         self._deleted: set[str] = set()
         self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(self._run, "clients-db-flusher")
         self._flush_lock = asyncio.Lock()
 
     async def load_all(self, now: datetime, keep_since: datetime | None) -> list[Client]:
@@ -72,16 +72,11 @@ class ClientRepository:
 
     def start(self) -> None:
         """Start the background flusher."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="clients-db-flusher")
+        self._task.start()
 
     async def stop(self) -> None:
         """Stop the flusher and write what is pending."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
         await self.flush()
 
     def save(self, client: Client) -> None:

@@ -7,12 +7,13 @@ tunnel. Callbacks run on the event loop and must not block.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import logging
 import time
 from collections.abc import Callable
+
+from rportd.tasks import BackgroundTask
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class Scheduler:
         self._heap: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(self._run, "tunnel-scheduler")
         self._cancelled = 0
 
     def now(self) -> float:
@@ -82,15 +83,10 @@ class Scheduler:
             self._cancelled = 0
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="tunnel-scheduler")
+        self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
         self._heap.clear()
         self._cancelled = 0
 
