@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class BackgroundTask:
@@ -36,3 +38,19 @@ class BackgroundTask:
         (outcome,) = await asyncio.gather(task, return_exceptions=True)
         if isinstance(outcome, Exception):
             log.error("background task %s had failed: %r", self.name, outcome)
+
+
+async def run_to_end(work: Awaitable[T]) -> T:
+    """Await ``work``; if the caller is cancelled meanwhile, finish ``work`` first, then end.
+
+    For the writes of a write-behind loop: stopping the loop must not drop the batch it
+    has already taken out of its queue.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None:
+            log.error("write finished after a cancel had failed: %r", task.exception())
+        raise

@@ -12,7 +12,7 @@ from typing import Any
 from rportd.gotypes import format_db_time, format_time, parse_time, utcnow
 from rportd.store.changes import NULL_SINK, ChangeSink, Document
 from rportd.store.database import Database, Row, Transaction
-from rportd.tasks import BackgroundTask
+from rportd.tasks import BackgroundTask, run_to_end
 
 log = logging.getLogger(__name__)
 
@@ -247,10 +247,14 @@ class ApiSessionStore:
             return
         ids, self._dirty = self._dirty, set()
         sessions = [self._cache[i] for i in ids if i in self._cache]
-        async with self.db.transaction() as tx:
-            await tx.execute_many(_UPDATE, [_row(s) for s in sessions])
-            for session in sessions:
-                await self._record(tx, session)
+        try:
+            async with self.db.transaction() as tx:
+                await tx.execute_many(_UPDATE, [_row(s) for s in sessions])
+                for session in sessions:
+                    await self._record(tx, session)
+        except Exception:
+            self._dirty |= ids  # written again by the next flush
+            raise
 
     # ReplicatedDataset
     async def snapshot(self) -> dict[str, Document]:
@@ -298,7 +302,7 @@ class ApiSessionStore:
             await asyncio.sleep(self._flush_interval)
             ticks += 1
             try:
-                await self.flush()
+                await run_to_end(self.flush())
                 if ticks * self._flush_interval >= 3600:
                     ticks = 0
                     await self.purge_expired()

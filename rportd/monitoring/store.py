@@ -10,6 +10,7 @@ from typing import Any
 
 from rportd.gotypes import format_db_time, utcnow
 from rportd.store.database import Database
+from rportd.tasks import BackgroundTask, run_to_end
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ class MeasurementStore:
         self.retention = timedelta(seconds=retention_seconds)
         self._queue: list[dict[str, Any]] = []
         self._wakeup = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._writer_task = BackgroundTask(self._writer, "measurements-writer")
+        self._purger_task = BackgroundTask(self._purger, "measurements-purge")
         self.dropped = 0
 
     def add(self, client_id: str, payload: bytes) -> None:
@@ -83,16 +85,12 @@ class MeasurementStore:
         self._wakeup.set()
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._writer(), name="measurements-writer"),
-            asyncio.create_task(self._purger(), name="measurements-purge"),
-        ]
+        self._writer_task.start()
+        self._purger_task.start()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await self._writer_task.stop()
+        await self._purger_task.stop()
         await self.flush()
 
     async def flush(self) -> None:
@@ -114,7 +112,7 @@ class MeasurementStore:
             self._wakeup.clear()
             await asyncio.sleep(1.0)
             try:
-                await self.flush()
+                await run_to_end(self.flush())
             except Exception:
                 log.exception("writing monitoring.db failed")
 

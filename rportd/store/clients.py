@@ -9,7 +9,7 @@ from datetime import datetime
 from rportd.clients.model import Client
 from rportd.gotypes import format_db_time, go_dumps, parse_time
 from rportd.store.database import Database
-from rportd.tasks import BackgroundTask
+from rportd.tasks import BackgroundTask, run_to_end
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class ClientRepository:
             self._wakeup.clear()
             await asyncio.sleep(self._flush_interval)
             try:
-                await self.flush()
+                await run_to_end(self.flush())
             except Exception:
                 log.exception("writing clients.db failed; retrying")
                 self._wakeup.set()
