@@ -178,21 +178,30 @@ class ClientRegistry:
         self._persist(client)
         return client, remotes
 
-    def disconnect(self, conn: ClientConnection, client: Client) -> None:
-        """Mark ``client`` disconnected if ``conn`` is still its connection (§8.3)."""
+    @property
+    def keeps_no_disconnected(self) -> bool:
+        """``keep_disconnected_clients = 0`` with purging on: forget clients as they leave."""
+        return (
+            self.settings.purge_disconnected_clients
+            and self.settings.keep_disconnected_clients == 0
+        )
+
+    def disconnect(self, conn: ClientConnection, client: Client) -> bool:
+        """Mark ``client`` disconnected if ``conn`` is still its connection (§8.3).
+
+        Returns whether the client is now forgotten (:attr:`keeps_no_disconnected`).
+        """
         if client.connection is not conn:
-            return
+            return False
         client.connection = None
         self.connected_count -= 1
         self.tunnels.stop_client_tunnels(client)
-        if (
-            self.settings.purge_disconnected_clients
-            and self.settings.keep_disconnected_clients == 0
-        ):
+        if self.keeps_no_disconnected:
             self.delete(client.id)
-            return
+            return True
         client.disconnected_at = utcnow()
         self._persist(client)
+        return False
 
     def _persist(self, client: Client) -> None:
         self.repo.save(client)

@@ -15,6 +15,7 @@ from rportd.clients.credentials import ClientCredentials
 from rportd.clients.model import Client
 from rportd.clients.registry import ClientRegistry
 from rportd.gotypes import format_time, utcnow
+from rportd.tasks import BackgroundTask, run_to_end
 from rportd.tunnels.service import version_at_least
 from rportd.wire.messages import ConnectionRequest, Remote
 from rportd.wire.ssh import RequestFailed, RportServerConnection
@@ -64,7 +65,10 @@ class ClientService:
         self.oversized_request_handlers: dict[str, Callable[[ClientConnection, bytes], None]] = {}
         self.disconnect_listeners: list[Callable[[Client], None]] = []
         self.deleted_listeners: list[Callable[[str], Awaitable[None]]] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        self._forgotten: asyncio.Queue[str] = asyncio.Queue()  # deleted as they disconnected
+        self._liveness = BackgroundTask(self._check_connections, "liveness")
+        self._purger = BackgroundTask(self._purge, "purge-clients")
+        self._cleaner = BackgroundTask(self._clean_up_forgotten, "forgotten-clients")
 
     # --- connections ---------------------------------------------------------------
 
@@ -83,11 +87,13 @@ class ClientService:
 
     def on_disconnect(self, conn: ClientConnection, client: Client) -> None:
         was_connected = client.connection is conn
-        self.registry.disconnect(conn, client)
+        forgotten = self.registry.disconnect(conn, client)
         if was_connected:
             log.info("client %s (%s) disconnected", client.id, client.name)
             for listener in self.disconnect_listeners:
                 listener(client)
+        if forgotten:
+            self._forgotten.put_nowait(client.id)
 
     async def delete_client(self, client_id: str) -> None:
         """Forget a (disconnected) client and what belongs to it."""
@@ -97,6 +103,13 @@ class ClientService:
     async def _deleted(self, client_id: str) -> None:
         for listener in self.deleted_listeners:
             await listener(client_id)
+
+    async def _clean_up(self, client_id: str) -> None:
+        """:meth:`_deleted` for a background duty: a failure is logged, the duty goes on."""
+        try:
+            await run_to_end(self._deleted(client_id))
+        except Exception:
+            log.exception("cleaning up after deleted client %s failed", client_id)
 
     def close_all(self) -> None:
         for client in list(self.registry.connected()):
@@ -122,22 +135,28 @@ class ClientService:
 
     def start(self, *, purge: bool) -> None:
         """Start the liveness checker and, if enabled, the purger."""
-        self._tasks.append(asyncio.create_task(self._check_connections(), name="liveness"))
+        self._liveness.start()
+        self._cleaner.start()
         if purge:
-            self._tasks.append(asyncio.create_task(self._purge(), name="purge-clients"))
+            self._purger.start()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self._liveness.stop()
+        await self._purger.stop()
+        await self._cleaner.stop()
+        while not self._forgotten.empty():
+            await self._clean_up(self._forgotten.get_nowait())
 
     async def _check_connections(self) -> None:
         interval = self.settings.check_clients_connection_interval
         while True:
             await asyncio.sleep(interval)
             started = time.monotonic()
-            checked = await self.check_connections()
+            try:
+                checked = await self.check_connections()
+            except Exception:
+                log.exception("checking client connections failed")
+                continue
             log.debug("checked %d client connections in %.1fs", checked, time.monotonic() - started)
 
     async def check_connections(self) -> int:
@@ -182,9 +201,13 @@ class ClientService:
             await asyncio.sleep(self.settings.purge_disconnected_clients_interval)
             removed = self.registry.purge()
             for client_id in removed:
-                await self._deleted(client_id)
+                await self._clean_up(client_id)
             if removed:
                 log.info("purged %d disconnected clients", len(removed))
+
+    async def _clean_up_forgotten(self) -> None:
+        while True:
+            await self._clean_up(await self._forgotten.get())
 
 
 def _json_object(payload: bytes) -> dict[str, object] | None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from typing import Any
+
+import aiohttp
 
 from rportd.app import RportServer
 from rportd.store.changes import Document
 from rportd.store.database import Transaction
-from tests.conftest import Api
+from tests.conftest import ADMIN, Api, ServerFactory, api_base
 from tests.tunnels.conftest import ConnectClient
 
 
@@ -170,3 +173,23 @@ async def test_rows_live_in_clients_db_and_replicate_by_snapshot(
     assert reply["data"] == [created]
     await store.apply(created["id"], None)
     assert await store.snapshot() == {}
+
+
+async def test_client_forgotten_at_disconnect_takes_its_stored_tunnels(
+    make_server: ServerFactory, http: aiohttp.ClientSession, connect_client: ConnectClient
+) -> None:
+    server = await make_server(
+        server={"purge_disconnected_clients": True, "keep_disconnected_clients": "0s"}
+    )
+    api = Api(http, api_base(server), ADMIN)
+    sim = await connect_client(server)
+    await post(api, name="ssh", remote_port=22)
+    await sim.stop()
+    status, _ = await api.get("/clients/c1")
+    for _ in range(50):
+        if status == 404 and await server.stored_tunnels.snapshot() == {}:
+            break
+        await asyncio.sleep(0.1)
+        status, _ = await api.get("/clients/c1")
+    assert status == 404
+    assert await server.stored_tunnels.snapshot() == {}
