@@ -98,17 +98,25 @@ def parse_tag(raw: Any) -> tuple[str, list[str]]:
     raise InvalidGroup("error parsing tags group definitions")
 
 
-def _tags_match(raw: Any, tags: list[str]) -> bool:
-    try:
-        operator, operands = parse_tag(raw)
-    except InvalidGroup:
+class _TagMatcher:
+    """The ``tag`` param, compiled once: ``and`` needs every operand, ``or`` one of them."""
+
+    def __init__(self, raw: Any) -> None:
+        try:
+            self.operator, operands = parse_tag(raw)
+        except InvalidGroup:
+            self.operator, operands = "", []
+        self.needed = len(operands)
+        self.patterns = [_pattern(op) for op in dict.fromkeys(operands)]
+
+    def matches(self, tags: list[str]) -> bool:
+        lowered = [t.lower() for t in tags]
+        matched = sum(1 for p in self.patterns if any(p.fullmatch(t) for t in lowered))
+        if self.operator == "and":
+            return matched == self.needed
+        if self.operator == "or":
+            return matched > 0
         return False
-    matched = {op for op in operands if any(_pattern(op).fullmatch(t.lower()) for t in tags)}
-    if operator == "and":
-        return len(matched) == len(operands)
-    if operator == "or":
-        return bool(matched)
-    return False
 
 
 def normalize_params(raw: Any) -> dict[str, Any]:
@@ -147,7 +155,8 @@ class ClientGroup:
             for key, value in self.params.items()
             if key != "tag" and value is not None
         }
-        self._tag = self.params.get("tag")
+        tag = self.params.get("tag")
+        self._tag = None if tag is None else _TagMatcher(tag)
         self._empty = all(v is None for v in self.params.values())
 
     def matches(self, client: Client) -> bool:
@@ -157,7 +166,7 @@ class ClientGroup:
         for key, matcher in self._matchers.items():
             if not matcher.matches_one_of(_CLIENT_VALUES[key](client)):
                 return False
-        return self._tag is None or _tags_match(self._tag, list(client.tags or ()))
+        return self._tag is None or self._tag.matches(list(client.tags or ()))
 
     def allows(self, user_groups: Iterable[str]) -> bool:
         return bool(set(user_groups) & set(self.allowed_user_groups))
