@@ -187,12 +187,16 @@ class UserStore(ABC):
     async def delete_group(self, name: str) -> None:
         raise UsersReadOnly(self.source)
 
+    async def permission_groups(self) -> list[UserGroup]:
+        """The groups that may carry permissions (every group, unless a store knows better)."""
+        return await self.groups()
+
     async def effective_permissions(self, user: User) -> dict[str, bool]:
         """OR of the user's groups' permissions; all true without group permissions."""
         if not self.group_permissions_enabled or user.is_admin:
             return dict.fromkeys(PERMISSIONS, True)
         result = dict.fromkeys(PERMISSIONS, False)
-        for group in await self.groups():
+        for group in await self.permission_groups():
             if group.name in user.groups:
                 for perm in PERMISSIONS:
                     result[perm] = result[perm] or bool(group.permissions.get(perm))
@@ -497,6 +501,9 @@ class DbUserStore(UserStore):
         for row in await self.db.fetch_all(f'SELECT DISTINCT "group" FROM {self.groups_t}'):
             found.setdefault(str(row["group"]), UserGroup(str(row["group"])))
         return sorted(found.values(), key=lambda g: g.name)
+
+    async def permission_groups(self) -> list[UserGroup]:
+        return await self.detail_groups()  # a group without a details row has no permissions
 
     async def detail_groups(self) -> list[UserGroup]:
         """Groups that have a details row (the replicated part)."""
