@@ -186,8 +186,7 @@ async def audit(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
     if 200 <= response.status < 300 and not note.skip:
         try:
-            for entry in await _entries(request, response, rule, note):
-                await auditlog.add(entry)
+            await auditlog.add_many(await _entries(request, response, rule, note))
         except Exception:
             log.exception("could not write the audit entry of %s %s", request.method, request.path)
     return response

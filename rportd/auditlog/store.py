@@ -118,22 +118,33 @@ class AuditLog:
 
     async def add(self, entry: AuditEntry) -> bool:
         """Record a new entry of this node (IP obfuscated if configured)."""
-        if self.obfuscate and entry.remote_ip:
-            entry.remote_ip = obfuscate_ip(entry.remote_ip)
-        stored = await self.insert(entry)
-        if stored:
-            for listener in self.listeners:
-                listener(entry)
+        return (await self.add_many([entry]))[0]
+
+    async def add_many(self, entries: list[AuditEntry]) -> list[bool]:
+        """Record new entries of this node in one transaction; which ones were stored."""
+        for entry in entries:
+            if self.obfuscate and entry.remote_ip:
+                entry.remote_ip = obfuscate_ip(entry.remote_ip)
+        stored = await self.insert_many(entries)
+        for entry, is_new in zip(entries, stored, strict=True):
+            if is_new:
+                for listener in self.listeners:
+                    listener(entry)
         return stored
 
     async def insert(self, entry: AuditEntry) -> bool:
         """Store ``entry`` unless an entry with the same identity exists; True if stored."""
-        if not self.enabled:
-            return False
+        return (await self.insert_many([entry]))[0]
+
+    async def insert_many(self, entries: list[AuditEntry]) -> list[bool]:
+        """:meth:`insert` for several entries, in one transaction."""
+        if not self.enabled or not entries:
+            return [False] * len(entries)
         async with self._lock:
             if self._db is None:
-                return False
-            return await self._db.execute(_INSERT, entry.row()) > 0
+                return [False] * len(entries)
+            async with self._db.transaction() as tx:
+                return [await tx.execute(_INSERT, entry.row()) > 0 for entry in entries]
 
     # --- reads -------------------------------------------------------------------
 
@@ -243,8 +254,4 @@ class AuditLog:
 
     async def insert_documents(self, docs: list[dict[str, Any]]) -> int:
         """Store shipped entries (idempotent); return how many were new."""
-        stored = 0
-        for doc in docs:
-            if await self.insert(AuditEntry.from_document(doc)):
-                stored += 1
-        return stored
+        return sum(await self.insert_many([AuditEntry.from_document(doc) for doc in docs]))

@@ -38,8 +38,8 @@ async def record_start(
     targets: list[Client],
 ) -> None:
     """``execute.start`` of a multi-client run started outside the REST routes."""
-    for client in targets:
-        await auditlog.add(
+    await auditlog.add_many(
+        [
             AuditEntry(
                 application=application(is_script),
                 action=ACTION_EXECUTE_START,
@@ -50,7 +50,9 @@ async def record_start(
                 client_hostname=client.hostname,
                 request=as_json_text(request),
             )
-        )
+            for client in targets
+        ]
+    )
 
 
 class ResultAudit:
