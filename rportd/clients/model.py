@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rportd.gotypes import format_time
+from rportd.gotypes import format_db_time, format_time, go_dumps
 from rportd.wire.messages import ConnectionRequest, redact_client_configuration
 
 if TYPE_CHECKING:
@@ -172,6 +172,15 @@ class Client:
         self.client_configuration = redact_client_configuration(request.client_configuration)
         self.session_id = request.session_id
         self.tunnels = []
+
+    def row(self) -> dict[str, Any]:
+        """The ``clients`` row of ``clients.db`` (also what sync back ships)."""
+        return {
+            "id": self.id,
+            "client_auth_id": self.client_auth_id,
+            "disconnected_at": format_db_time(self.disconnected_at),
+            "details": go_dumps(self.details()),
+        }
 
     def details(self) -> dict[str, Any]:
         """The ``details`` JSON object stored in ``clients.db``."""

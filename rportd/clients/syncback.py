@@ -6,7 +6,7 @@ from typing import Any
 
 from rportd.clients.model import Client
 from rportd.clients.registry import ClientRegistry
-from rportd.gotypes import format_db_time, go_dumps, parse_time
+from rportd.gotypes import parse_time
 
 
 class ClientSyncSource:
@@ -18,19 +18,8 @@ class ClientSyncSource:
         self.registry = registry
 
     async def load(self, keys: list[str]) -> list[dict[str, Any]]:
-        records = []
-        for key in keys:
-            client = self.registry.get(key)
-            if client is not None:
-                records.append(
-                    {
-                        "id": client.id,
-                        "client_auth_id": client.client_auth_id,
-                        "disconnected_at": format_db_time(client.disconnected_at),
-                        "details": go_dumps(client.details()),
-                    }
-                )
-        return records
+        clients = (self.registry.get(key) for key in keys)
+        return [client.row() for client in clients if client is not None]
 
     async def store(self, records: list[dict[str, Any]]) -> int:
         changed = 0

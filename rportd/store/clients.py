@@ -7,7 +7,7 @@ import logging
 from datetime import datetime
 
 from rportd.clients.model import Client
-from rportd.gotypes import format_db_time, go_dumps, parse_time
+from rportd.gotypes import format_db_time, parse_time
 from rportd.store.database import Database
 from rportd.tasks import BackgroundTask, run_to_end
 
@@ -98,15 +98,7 @@ class ClientRepository:
                 return
             dirty, self._dirty = self._dirty, {}
             deleted, self._deleted = self._deleted, set()
-            rows = [
-                {
-                    "id": c.id,
-                    "client_auth_id": c.client_auth_id,
-                    "disconnected_at": format_db_time(c.disconnected_at),
-                    "details": go_dumps(c.details()),
-                }
-                for c in dirty.values()
-            ]
+            rows = [c.row() for c in dirty.values()]
             try:
                 async with self.db.transaction() as tx:
                     await tx.execute_many(_UPSERT, rows)
