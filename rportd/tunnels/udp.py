@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 MAX_DATAGRAM = 9012
 """Upstream reads at most this many bytes per datagram."""
+PEER_CACHE_SIZE = 1024
+"""Senders (and reply addresses) whose conversions a UDP tunnel keeps."""
 
 
 class _UDPChannelSide(asyncssh.SSHTCPSession[bytes]):
@@ -96,6 +98,10 @@ class UDPForwarder:
         self._encoder = GobEncoder()
         self._decoder = GobDecoder()
         self._ipv6 = False
+        # Peers are few and stay: their ACL verdict and converted addresses are kept.
+        self._peers: dict[Any, UDPAddr | None] = {}  # socket address -> UDPAddr, None: refused
+        self._peers_acl: TunnelACL | None = None
+        self._reply_hosts: dict[tuple[bytes, str], str] = {}
 
     async def start(self) -> None:
         """Open the channel, then bind the socket (``OSError``/``asyncssh.Error`` on failure)."""
@@ -124,10 +130,44 @@ class UDPForwarder:
     def last_active(self) -> float:
         return self.last_activity
 
+    def _peer(self, addr: Any) -> UDPAddr | None:
+        """The gob address of a sender, or None if the tunnel's ACL refuses it."""
+        acl = self.acl()
+        if acl is not self._peers_acl or len(self._peers) >= PEER_CACHE_SIZE:
+            self._peers.clear()
+            self._peers_acl = acl
+        try:
+            return self._peers[addr]
+        except KeyError:
+            pass
+        peer = None if acl is not None and not acl.allows(str(addr[0])) else _udp_addr(addr)
+        self._peers[addr] = peer
+        return peer
+
+    def _reply_host(self, ip_bytes: bytes, zone: str) -> str | None:
+        """The host to send a reply to, in this socket's address family."""
+        key = (ip_bytes, zone)
+        host = self._reply_hosts.get(key)
+        if host is not None:
+            return host
+        try:
+            ip = ipaddress.ip_address(ip_bytes)
+        except ValueError:
+            return None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped and not self._ipv6:
+            ip = ip.ipv4_mapped
+        elif isinstance(ip, ipaddress.IPv4Address) and self._ipv6:
+            ip = ipaddress.IPv6Address(f"::ffff:{ip}")
+        host = f"{ip}%{zone}" if zone else str(ip)
+        if len(self._reply_hosts) >= PEER_CACHE_SIZE:
+            self._reply_hosts.clear()
+        self._reply_hosts[key] = host
+        return host
+
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.last_activity = self.clock()
-        acl = self.acl()
-        if acl is not None and not acl.allows(str(addr[0])):
+        peer = self._peer(addr)
+        if peer is None:
             log.debug("tunnel %s: datagram from %s rejected by ACL", self.name, addr[0])
             return
         chan = self._chan
@@ -136,7 +176,7 @@ class UDPForwarder:
         if self.channel_full:
             self.dropped += 1
             return
-        message = UDPMessage(_udp_addr(addr), data[:MAX_DATAGRAM])
+        message = UDPMessage(peer, data[:MAX_DATAGRAM])
         try:
             chan.write(self._encoder.encode(message))
         except OSError:
@@ -156,16 +196,9 @@ class UDPForwarder:
             self.last_activity = self.clock()
             if message.addr is None:
                 continue
-            try:
-                ip = ipaddress.ip_address(message.addr.ip)
-            except ValueError:
-                continue
-            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped and not self._ipv6:
-                ip = ip.ipv4_mapped
-            elif isinstance(ip, ipaddress.IPv4Address) and self._ipv6:
-                ip = ipaddress.IPv6Address(f"::ffff:{ip}")
-            host = f"{ip}%{message.addr.zone}" if message.addr.zone else str(ip)
-            transport.sendto(message.data, (host, message.addr.port))
+            host = self._reply_host(message.addr.ip, message.addr.zone)
+            if host is not None:
+                transport.sendto(message.data, (host, message.addr.port))
 
     def close(self) -> None:
         """Close the socket (port free at the next loop iteration) and the channel."""
