@@ -4,14 +4,13 @@
 client reports ``cmd_result`` (on any connection of that client), streams live
 output to UI WebSockets and orchestrates multi-client jobs. A job whose result
 never comes (the client vanished) turns ``unknown`` once ``timeout_sec`` plus a
-grace period has passed; one background task watches those deadlines.
+grace period has passed; one timer queue (:mod:`rportd.timers`) holds those deadlines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import json
 import logging
 import re
@@ -35,6 +34,7 @@ from rportd.jobs.model import (
 from rportd.jobs.repository import JobRepository
 from rportd.jobs.requests import MultiJobRequest
 from rportd.jobs.streams import JobStream, OutputChannelSession
+from rportd.timers import Scheduler, Timer
 from rportd.wire.ssh import ConnectionClosed, RequestFailed
 
 if TYPE_CHECKING:
@@ -101,8 +101,8 @@ class _Pending:
     """A job sent to a client whose result has not arrived yet."""
 
     job: Job
-    deadline: float
     waiter: asyncio.Future[Job] | None = None
+    timer: Timer | None = None  # its deadline: timeout_sec plus the grace period
     disconnected: bool = False
     restarted: bool = False
 
@@ -119,8 +119,7 @@ class JobService:
         self.clients = clients
         self.settings = settings
         self._pending: dict[str, _Pending] = {}
-        self._deadlines: list[tuple[float, str]] = []
-        self._wake = asyncio.Event()
+        self._timers = Scheduler(name="job-deadlines")
         self._streams: dict[str, JobStream] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._executing: dict[str, asyncio.Task[Any]] = {}
@@ -138,15 +137,14 @@ class JobService:
     async def start(self) -> None:
         """Resume watching jobs left running in ``jobs.db``; start the background tasks."""
         now = utcnow()
-        loop = asyncio.get_running_loop()
         for job in await self.repo.running():
             left = 0.0
             if job.started_at is not None:
                 left = max(0.0, job.timeout_sec - (now - job.started_at).total_seconds())
-            pending = _Pending(job, 0.0, restarted=True)
+            pending = _Pending(job, restarted=True)
             self._pending[job.jid] = pending
-            self._set_deadline(pending, loop.time() + left + self.settings.result_grace)
-        self._loops.append(asyncio.create_task(self._watch_deadlines(), name="job-deadlines"))
+            self._set_deadline(pending, left + self.settings.result_grace)
+        self._timers.start()
         self._loops.append(asyncio.create_task(self._cleanup_loop(), name="jobs-cleanup"))
 
     async def stop(self) -> None:
@@ -155,6 +153,7 @@ class JobService:
         await asyncio.gather(*self._loops, *self._tasks, return_exceptions=True)
         self._loops.clear()
         self._tasks.clear()
+        await self._timers.stop()
         for pending in self._pending.values():
             if pending.waiter is not None and not pending.waiter.done():
                 pending.waiter.cancel()
@@ -213,12 +212,10 @@ class JobService:
         if conn is None:
             raise RunFailed(NOT_CONNECTED, not_connected=True)
         loop = asyncio.get_running_loop()
-        pending = _Pending(job, 0.0, loop.create_future() if wait else None)
+        pending = _Pending(job, loop.create_future() if wait else None)
         self._pending[job.jid] = pending
         timeout = self.settings.ack_timeout
-        self._set_deadline(
-            pending, loop.time() + timeout + job.timeout_sec + self.settings.result_grace
-        )
+        self._set_deadline(pending, timeout + job.timeout_sec + self.settings.result_grace)
         try:
             reply = await conn.call("run_cmd", job.to_json(), timeout)
             pid, started_at = _decode_run_cmd_response(reply)
@@ -239,11 +236,18 @@ class JobService:
         running = job.copy(pid=pid, started_at=started_at, status=STATUS_RUNNING)
         if self._pending.get(job.jid) is pending:
             pending.job = running
-            self._set_deadline(pending, loop.time() + job.timeout_sec + self.settings.result_grace)
+            self._set_deadline(pending, job.timeout_sec + self.settings.result_grace)
         return running, pending.waiter
 
-    def _forget(self, jid: str) -> None:
+    def _take(self, jid: str) -> _Pending | None:
+        """Stop waiting for the result of ``jid``; its pending entry, if there was one."""
         pending = self._pending.pop(jid, None)
+        if pending is not None and pending.timer is not None:
+            pending.timer.cancel()
+        return pending
+
+    def _forget(self, jid: str) -> None:
+        pending = self._take(jid)
         if pending is not None and pending.waiter is not None and not pending.waiter.done():
             pending.waiter.cancel()
 
@@ -399,7 +403,7 @@ class JobService:
         stream = self._streams.get(job.multi_job_id or job.jid)
         if stream is not None:
             stream.final(ui_text)
-        pending = self._pending.pop(job.jid, None)
+        pending = self._take(job.jid)
         self._spawn(self._finish(job, pending, reported), f"job-result-{job.jid}")
 
     async def _finish(self, job: Job, pending: _Pending | None, reported: bool) -> None:
@@ -475,26 +479,15 @@ class JobService:
             if pending.job.client_id == client.id:
                 pending.disconnected = True
 
-    def _set_deadline(self, pending: _Pending, deadline: float) -> None:
-        pending.deadline = deadline
-        first = self._deadlines[0][0] if self._deadlines else None
-        heapq.heappush(self._deadlines, (deadline, pending.job.jid))
-        if first is None or deadline < first:
-            self._wake.set()
+    def _set_deadline(self, pending: _Pending, seconds: float) -> None:
+        """Give up on the result of ``pending`` ``seconds`` from now (replacing any deadline)."""
+        if pending.timer is not None:
+            pending.timer.cancel()
+        pending.timer = self._timers.call_later(seconds, lambda: self._deadline_passed(pending))
 
-    async def _watch_deadlines(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            now = loop.time()
-            while self._deadlines and self._deadlines[0][0] <= now:
-                _, jid = heapq.heappop(self._deadlines)
-                pending = self._pending.get(jid)
-                if pending is not None and pending.deadline <= now:
-                    self._expire(pending)
-            self._wake.clear()
-            delay = self._deadlines[0][0] - now if self._deadlines else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+    def _deadline_passed(self, pending: _Pending) -> None:
+        if self._pending.get(pending.job.jid) is pending:
+            self._expire(pending)
 
     def _expire(self, pending: _Pending) -> None:
         job = pending.job

@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from rportd.gotypes import format_time, utcnow
+from rportd.timers import Timer
 from rportd.tunnels.acl import TunnelACL
 from rportd.tunnels.proxy import TunnelProxy
-from rportd.tunnels.scheduler import Timer
 from rportd.tunnels.tcp import TCPForwarder
 from rportd.tunnels.udp import UDPForwarder
 from rportd.wire.messages import Remote

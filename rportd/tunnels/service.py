@@ -16,6 +16,7 @@ import aiohttp
 import asyncssh
 
 from rportd.clients.model import TunnelLike
+from rportd.timers import Scheduler
 from rportd.tunnels.acl import LOCALHOST_ONLY, ACLError, TunnelACL
 from rportd.tunnels.errors import (
     LOCAL_PORT_IN_USE,
@@ -29,7 +30,6 @@ from rportd.tunnels.model import Tunnel, TunnelRuntime
 from rportd.tunnels.ports import PortError, PortPool, port_is_free
 from rportd.tunnels.proxy import TunnelProxy, proxy_ssl_context
 from rportd.tunnels.request import LOCAL_HOST, ZERO_HOST, TunnelRequest
-from rportd.tunnels.scheduler import Scheduler
 from rportd.tunnels.tcp import ChannelOpener, TCPForwarder
 from rportd.tunnels.udp import UDPForwarder
 from rportd.wire.messages import Remote
@@ -122,7 +122,7 @@ class TunnelService:
     ) -> None:
         self.ports = ports
         self.settings = settings or TunnelSettings()
-        self.scheduler = scheduler or Scheduler()
+        self.scheduler = scheduler or Scheduler(name="tunnel-timers")
         self.client_changed: Callable[[Client], None] = lambda client: None
         """Persists a client whose tunnel list changed (set to the registry's save)."""
         self.proxy_ssl: ssl.SSLContext | None = None

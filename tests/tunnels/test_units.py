@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from rportd.timers import Scheduler
 from rportd.tunnels.acl import ACLError, TunnelACL
 from rportd.tunnels.errors import TunnelError
 from rportd.tunnels.gob import (
@@ -18,7 +19,6 @@ from rportd.tunnels.gob import (
     encode_uint,
 )
 from rportd.tunnels.request import auto_close_ns, idle_timeout_minutes, parse_remote_spec
-from rportd.tunnels.scheduler import Scheduler
 
 # protocol.md Appendix A: what Go emits for {127.0.0.1:12345 "hi"} then {10.1.2.3:53 "hello"}.
 DEFS = (

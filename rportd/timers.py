@@ -1,7 +1,7 @@
-"""One timer queue for every tunnel deadline (idle timeouts and auto-close).
+"""One timer queue for many deadlines (tunnel idle timeouts and auto-close, job results).
 
 A heap of deadlines served by a single task, instead of a sleeping task per
-tunnel. Callbacks run on the event loop and must not block.
+tunnel or job. Callbacks run on the event loop and must not block.
 """
 
 from __future__ import annotations
@@ -44,12 +44,12 @@ class Scheduler:
     ``clock`` can be replaced (tests move time forward, then call :meth:`wake`).
     """
 
-    def __init__(self, clock: Clock = time.monotonic) -> None:
+    def __init__(self, clock: Clock = time.monotonic, name: str = "timers") -> None:
         self.clock = clock
         self._heap: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
-        self._task = BackgroundTask(self._run, "tunnel-scheduler")
+        self._task = BackgroundTask(self._run, name)
         self._cancelled = 0
 
     def now(self) -> float:
@@ -105,7 +105,7 @@ class Scheduler:
             try:
                 timer.callback()
             except Exception:
-                log.exception("tunnel timer callback failed")
+                log.exception("timer callback failed")
         return ran
 
     async def _run(self) -> None:
