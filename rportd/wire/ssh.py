@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
+import struct
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -20,6 +23,9 @@ import asyncssh
 from asyncssh.channel import SSHChannel
 from asyncssh.connection import SSHServerConnection
 from asyncssh.constants import (
+    MSG_CHANNEL_DATA,
+    MSG_CHANNEL_EOF,
+    MSG_CHANNEL_EXTENDED_DATA,
     MSG_CHANNEL_OPEN,
     MSG_GLOBAL_REQUEST,
     MSG_IGNORE,
@@ -27,8 +33,12 @@ from asyncssh.constants import (
     MSG_REQUEST_SUCCESS,
     OPEN_UNKNOWN_CHANNEL_TYPE,
 )
-from asyncssh.packet import Boolean, SSHPacket, String
+from asyncssh.crypto.cipher import GCMCipher
+from asyncssh.encryption import GCMEncryption
+from asyncssh.packet import Boolean, Byte, SSHPacket, String, UInt32
 from asyncssh.session import SSHSession
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +112,95 @@ class SSHHandler(Protocol):
         """Accept a client-opened channel or raise :class:`asyncssh.ChannelOpenError`."""
 
 
+_GCM_TAG = 16
+
+
+class _KeyedGCMCipher(GCMCipher):
+    """asyncssh's AES-GCM shim with one AESGCM object per key, not one per packet."""
+
+    def __init__(self, base: GCMCipher) -> None:
+        self._cipher, self._key, self._iv = base._cipher, base._key, base._iv
+        self._aead = AESGCM(self._key)
+
+    def seal(self, header: bytes, data: bytes) -> bytes:
+        """Ciphertext and tag of ``data`` (``header`` is authenticated, not encrypted)."""
+        sealed = self._aead.encrypt(self._iv, data, header)
+        self._update_iv()
+        return sealed
+
+    def encrypt_and_sign(self, header: bytes, data: bytes) -> tuple[bytes, bytes]:
+        sealed = self.seal(header, data)
+        return header + sealed[:-_GCM_TAG], sealed[-_GCM_TAG:]
+
+    def verify_and_decrypt(self, header: bytes, data: bytes, mac: bytes) -> bytes | None:
+        try:
+            plain: bytes | None = self._aead.decrypt(self._iv, data + mac, header)
+        except InvalidTag:
+            plain = None
+        self._update_iv()
+        return plain
+
+
+def _keyed(encryption: Any) -> None:
+    """Give a GCM encryption object a cipher that keeps its AESGCM object."""
+    if isinstance(encryption, GCMEncryption) and type(encryption._cipher) is GCMCipher:
+        encryption._cipher = _KeyedGCMCipher(encryption._cipher)
+
+
+_DATA_HEAD = struct.Struct("!BBII")  # padding length, MSG_CHANNEL_DATA, channel, data length
+
+
+class RportTCPChannel(asyncssh.SSHTCPChannel[bytes]):
+    """A raw-bytes channel whose data goes out without intermediate copies.
+
+    asyncssh copies each write into a bytearray and slices packets off it, then
+    builds every packet in several concatenations. Here writes are kept as they
+    are, packets are memoryview slices of them, and plain data packets take
+    :meth:`RportServerConnection.send_channel_data`. Window, buffer accounting
+    and pause/resume stay asyncssh's.
+    """
+
+    def write(self, data: bytes, datatype: asyncssh.DataType = None) -> None:
+        if datatype is not None or self._encoding or self._send_state != "open":
+            super().write(data, datatype)
+            return
+        if not data:
+            return
+        held: Any = data if type(data) is bytes else bytes(data)  # never a buffer the caller reuses
+        self._send_buf.append((held, None))
+        self._send_buf_len += len(held)
+        self._flush_send_buf()
+
+    def _flush_send_buf(self) -> None:
+        conn = self._conn
+        assert isinstance(conn, RportServerConnection)
+        send_buf: list[tuple[Any, asyncssh.DataType]] = self._send_buf
+        while send_buf and self._send_window:
+            pktsize = min(self._send_window, self._send_pktsize)
+            buf, datatype = send_buf[0]
+            if len(buf) > pktsize:
+                view = buf if isinstance(buf, memoryview) else memoryview(buf)
+                data = view[:pktsize]
+                send_buf[0] = (view[pktsize:], datatype)
+            else:
+                data = buf
+                del send_buf[0]
+            size = len(data)
+            self._send_buf_len -= size
+            self._send_window -= size
+            if datatype is None:
+                conn.send_channel_data(self, data)
+            else:
+                self.send_packet(MSG_CHANNEL_EXTENDED_DATA, UInt32(datatype), String(bytes(data)))
+        self._pause_resume_writing()
+        if not send_buf:
+            if self._send_state == "eof_pending":
+                self.send_packet(MSG_CHANNEL_EOF)
+                self._send_state = "eof"
+            elif self._send_state == "close_pending":
+                self._close_send()
+
+
 class RportServerConnection(SSHServerConnection):
     """An asyncssh server connection speaking the rport dialect."""
 
@@ -141,6 +240,12 @@ class RportServerConnection(SSHServerConnection):
         self._recv_handler = self._recv_pkthdr
         return True
 
+    def send_newkeys(self, k: bytes, h: bytes) -> None:
+        """Switch keys as asyncssh does, with AES-GCM keyed once per key exchange."""
+        super().send_newkeys(k, h)
+        _keyed(self._send_encryption)
+        _keyed(self._next_recv_encryption)
+
     def send_server_host_keys(self) -> None:
         """Never announce host keys: the client would answer ``unknown request``."""
 
@@ -160,6 +265,51 @@ class RportServerConnection(SSHServerConnection):
             super().send_packet(pkttype, *args, handler=handler)
         finally:
             self._sending = outer
+
+    def send_channel_data(self, chan: RportTCPChannel, data: bytes | memoryview) -> None:
+        """Send one MSG_CHANNEL_DATA packet on ``chan``, built and sealed in one pass.
+
+        Byte for byte what :meth:`send_packet` sends; it is used whenever keys are
+        being (re)negotiated or about to be, or packets wait for that.
+        """
+        send_chan = chan._send_chan
+        encryption = self._send_encryption
+        transport = self._transport
+        if send_chan is None or transport is None:
+            return
+        if (
+            encryption is None
+            or self._compressor is not None
+            or not self._kex_complete
+            or not self._auth_complete
+            or self._deferred_packets
+            or self._rekey_bytes_sent >= self._rekey_bytes
+            or (self._rekey_seconds and time.monotonic() >= self._rekey_time)
+        ):
+            chan.send_packet(MSG_CHANNEL_DATA, String(bytes(data)))
+            return
+        size = len(data)
+        blocksize = self._send_blocksize
+        padlen = -(self._send_enchdrlen + 9 + size) % blocksize
+        if padlen < 4:
+            padlen += blocksize
+        packet = b"".join(
+            (_DATA_HEAD.pack(padlen, MSG_CHANNEL_DATA, send_chan, size), data, os.urandom(padlen))
+        )
+        pktlen = len(packet)
+        seq = self._send_seq
+        header = UInt32(pktlen)
+        cipher = getattr(encryption, "_cipher", None)
+        if isinstance(cipher, _KeyedGCMCipher):
+            transport.writelines((header, cipher.seal(header, packet)))
+        else:
+            sealed, mac = encryption.encrypt_packet(seq, header, packet)
+            transport.writelines((sealed, mac))
+        self._send_seq = (seq + 1) & 0xFFFFFFFF
+        self._rekey_bytes_sent += pktlen
+        if self._packet_logging():
+            payload = Byte(MSG_CHANNEL_DATA) + UInt32(send_chan) + String(bytes(data))
+            chan.log_sent_packet(MSG_CHANNEL_DATA, seq, payload)
 
     def _packet_logging(self) -> bool:
         return int(getattr(self.logger, "_debug_level", 3)) >= 3
@@ -301,9 +451,8 @@ class RportServerConnection(SSHServerConnection):
 
     def new_channel(self) -> asyncssh.SSHTCPChannel[bytes]:
         """A raw-bytes channel object for opening or accepting a channel."""
-        return self.create_tcp_channel(
-            encoding=None, window=CHANNEL_WINDOW, max_pktsize=CHANNEL_MAX_PACKET
-        )
+        self._update_recv_pktlen(CHANNEL_MAX_PACKET)
+        return RportTCPChannel(self, self._loop, None, "strict", CHANNEL_WINDOW, CHANNEL_MAX_PACKET)
 
     async def open_channel(
         self,

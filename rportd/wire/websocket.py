@@ -49,7 +49,7 @@ class WebSocketTransport(asyncio.Transport):
         self._closing = False
         self._protocol: asyncio.Protocol | None = None
         self._loop = asyncio.get_running_loop()
-        self._pending: list[bytes] = []
+        self._pending: list[tuple[bytes, ...]] = []  # the parts of each frame
         self._pending_size = 0
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -75,7 +75,7 @@ class WebSocketTransport(asyncio.Transport):
             return
         if not self._pending:
             self._loop.call_soon(self._flush)
-        self._pending.append(data if isinstance(data, bytes) else bytes(data))
+        self._pending.append((data if isinstance(data, bytes) else bytes(data),))
         self._pending_size += len(data)
 
     def _flush(self) -> None:
@@ -85,13 +85,21 @@ class WebSocketTransport(asyncio.Transport):
         if not pending or self._tcp.is_closing():
             return
         out: list[bytes] = []
-        for chunk in pending:
-            out.append(binary_frame_header(len(chunk)))
-            out.append(chunk)
+        for parts in pending:
+            out.append(binary_frame_header(sum(map(len, parts))))
+            out.extend(parts)
         self._tcp.write(b"".join(out))
 
     def writelines(self, list_of_data: Any) -> None:
-        self.write(b"".join(list_of_data))
+        """Write the chunks as one frame (one SSH packet), without joining them first."""
+        parts = tuple(d if isinstance(d, bytes) else bytes(d) for d in list_of_data)
+        size = sum(map(len, parts))
+        if self._closing or self._tcp.is_closing() or not size:
+            return
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(parts)
+        self._pending_size += size
 
     def can_write_eof(self) -> bool:
         return False  # a WebSocket cannot half-close (write_eof stays asyncio's default)

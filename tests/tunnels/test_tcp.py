@@ -54,6 +54,31 @@ async def test_echo_of_several_mib_is_byte_for_byte(
     assert list(body["data"][0])[-3:] == ["id", "client_id", "created_at"]
 
 
+async def test_transfers_stay_intact_across_key_renegotiations(
+    server: RportServer, api: Api, connect_client: ConnectClient, echo_port: int
+) -> None:
+    """Channel data goes out on its own short path; it must yield to re-keying."""
+    await connect_client(server)
+    (conn,) = server.listener._connections
+    conn._rekey_bytes = 512 * 1024  # re-key every 512 KiB the server sends, instead of every GiB
+    kexinits = 0
+    send_kexinit = conn._send_kexinit
+
+    def counting_kexinit() -> None:
+        nonlocal kexinits
+        kexinits += 1
+        send_kexinit()
+
+    conn._send_kexinit = counting_kexinit  # type: ignore[method-assign]
+    tunnel = await create(api, remote=str(echo_port))
+    payload = os.urandom(6 << 20)
+    assert await echo_through(int(str(tunnel["lport"])), payload) == payload
+    assert kexinits >= 8
+    # Every new key got the cipher that keeps its AESGCM object, both ways.
+    assert type(conn._send_encryption._cipher).__name__ == "_KeyedGCMCipher"  # type: ignore[union-attr]
+    assert type(conn._recv_encryption._cipher).__name__ == "_KeyedGCMCipher"  # type: ignore[union-attr]
+
+
 FLIP = bytes(255 - i for i in range(256))
 
 
