@@ -33,12 +33,8 @@ from asyncssh.constants import (
     MSG_REQUEST_SUCCESS,
     OPEN_UNKNOWN_CHANNEL_TYPE,
 )
-from asyncssh.crypto.cipher import GCMCipher
-from asyncssh.encryption import GCMEncryption
 from asyncssh.packet import Boolean, Byte, SSHPacket, String, UInt32
 from asyncssh.session import SSHSession
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 log = logging.getLogger(__name__)
 
@@ -110,41 +106,6 @@ class SSHHandler(Protocol):
         self, chantype: str, payload: bytes
     ) -> tuple[SSHChannel[bytes], SSHSession[bytes]]:
         """Accept a client-opened channel or raise :class:`asyncssh.ChannelOpenError`."""
-
-
-_GCM_TAG = 16
-
-
-class _KeyedGCMCipher(GCMCipher):
-    """asyncssh's AES-GCM shim with one AESGCM object per key, not one per packet."""
-
-    def __init__(self, base: GCMCipher) -> None:
-        self._cipher, self._key, self._iv = base._cipher, base._key, base._iv
-        self._aead = AESGCM(self._key)
-
-    def seal(self, header: bytes, data: bytes) -> bytes:
-        """Ciphertext and tag of ``data`` (``header`` is authenticated, not encrypted)."""
-        sealed = self._aead.encrypt(self._iv, data, header)
-        self._update_iv()
-        return sealed
-
-    def encrypt_and_sign(self, header: bytes, data: bytes) -> tuple[bytes, bytes]:
-        sealed = self.seal(header, data)
-        return header + sealed[:-_GCM_TAG], sealed[-_GCM_TAG:]
-
-    def verify_and_decrypt(self, header: bytes, data: bytes, mac: bytes) -> bytes | None:
-        try:
-            plain: bytes | None = self._aead.decrypt(self._iv, data + mac, header)
-        except InvalidTag:
-            plain = None
-        self._update_iv()
-        return plain
-
-
-def _keyed(encryption: Any) -> None:
-    """Give a GCM encryption object a cipher that keeps its AESGCM object."""
-    if isinstance(encryption, GCMEncryption) and type(encryption._cipher) is GCMCipher:
-        encryption._cipher = _KeyedGCMCipher(encryption._cipher)
 
 
 _DATA_HEAD = struct.Struct("!BBII")  # padding length, MSG_CHANNEL_DATA, channel, data length
@@ -240,12 +201,6 @@ class RportServerConnection(SSHServerConnection):
         self._recv_handler = self._recv_pkthdr
         return True
 
-    def send_newkeys(self, k: bytes, h: bytes) -> None:
-        """Switch keys as asyncssh does, with AES-GCM keyed once per key exchange."""
-        super().send_newkeys(k, h)
-        _keyed(self._send_encryption)
-        _keyed(self._next_recv_encryption)
-
     def send_server_host_keys(self) -> None:
         """Never announce host keys: the client would answer ``unknown request``."""
 
@@ -298,13 +253,8 @@ class RportServerConnection(SSHServerConnection):
         )
         pktlen = len(packet)
         seq = self._send_seq
-        header = UInt32(pktlen)
-        cipher = getattr(encryption, "_cipher", None)
-        if isinstance(cipher, _KeyedGCMCipher):
-            transport.writelines((header, cipher.seal(header, packet)))
-        else:
-            sealed, mac = encryption.encrypt_packet(seq, header, packet)
-            transport.writelines((sealed, mac))
+        sealed, mac = encryption.encrypt_packet(seq, UInt32(pktlen), packet)
+        transport.writelines((sealed, mac))
         self._send_seq = (seq + 1) & 0xFFFFFFFF
         self._rekey_bytes_sent += pktlen
         if self._packet_logging():

@@ -74,9 +74,6 @@ async def test_transfers_stay_intact_across_key_renegotiations(
     payload = os.urandom(6 << 20)
     assert await echo_through(int(str(tunnel["lport"])), payload) == payload
     assert kexinits >= 8
-    # Every new key got the cipher that keeps its AESGCM object, both ways.
-    assert type(conn._send_encryption._cipher).__name__ == "_KeyedGCMCipher"  # type: ignore[union-attr]
-    assert type(conn._recv_encryption._cipher).__name__ == "_KeyedGCMCipher"  # type: ignore[union-attr]
 
 
 FLIP = bytes(255 - i for i in range(256))
