@@ -184,6 +184,11 @@ async def main() -> None:
         default="",
         help="command prefix for rportd, e.g. 'py-spy record -f raw -o prof.txt --'",
     )
+    parser.add_argument(
+        "--server-binary",
+        default="",
+        help="run this server executable with the same rportd.conf (e.g. upstream's rportd)",
+    )
     args = parser.parse_args()
     streams = [int(s) for s in args.streams.split(",")]
 
@@ -191,11 +196,10 @@ async def main() -> None:
     client_port, api_port = free_port(), free_port()
     config = write_config(root, client_port, api_port, '  used_ports = ["33000-33999"]\n')
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    server_cmd = [args.server_binary] if args.server_binary else [sys.executable, "-m", "rportd"]
     server = await asyncio.create_subprocess_exec(
         *shlex.split(args.server_wrapper),
-        sys.executable,
-        "-m",
-        "rportd",
+        *server_cmd,
         "-c",
         str(config),
         env=env,
@@ -270,7 +274,8 @@ async def main() -> None:
         os.kill(pid, signal.SIGTERM)  # rportd itself, also when wrapped (py-spy then saves)
         await asyncio.gather(client.wait(), server.wait())
     kind = f"real client {args.rport}" if args.rport else "simulator client"
-    print(f"# rportd tunnel throughput, {kind}, {args.seconds:.0f} s per transfer")
+    server_name = args.server_binary or "rportd"
+    print(f"# {server_name} tunnel throughput, {kind}, {args.seconds:.0f} s per transfer")
     print(
         f"{'direction':<10}{'streams':>8}{'tunnel MB/s':>14}{'direct MB/s':>14}"
         f"{'server CPU s/GB':>18}{'kernel share':>14}{'client CPU s/GB':>18}"
