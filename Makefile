@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: run test lint typecheck unit install clean
+.PHONY: run test lint typecheck unit install system-packages clean
 
 $(BIN)/rportd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
+# Real servers the tests start (etcd, MariaDB, PostgreSQL, Chromium, promtool).
+system-packages:
+	sh tests/setup/system-packages.sh
+
+unit: install system-packages
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
