@@ -249,6 +249,10 @@ class HAConfig:
     # How long a secondary that served clients waits for them to switch back to
     # the returned primary before it disconnects the rest.
     drain_grace: float = _duration(150.0)
+    # etcd v3 client URLs; when set, leadership is an etcd lease (rportd/ha/coordinator.py).
+    coordinator: list[str] = field(default_factory=list)
+    # The lease TTL: a leader cut off from etcd stops serving within this time.
+    coordinator_ttl: float = _duration(5.0)
 
     @property
     def enabled(self) -> bool:
