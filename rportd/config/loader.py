@@ -776,6 +776,44 @@ def _validate_ha(config: Config) -> None:
             f"{format_go_duration(ha.takeover_after)}",
             "ha.takeover_after",
         )
+    _validate_coordinator(config)
+
+
+MIN_COORDINATOR_TTL = 2.0  # etcd's smallest lease TTL with its default 1 s election timeout
+
+
+def _validate_coordinator(config: Config) -> None:
+    ha = config.ha
+    for url in ha.coordinator:
+        problem = _url_problem(url)
+        if problem is None:
+            parts = urlsplit(url)
+            if parts.username is not None or parts.password is not None:
+                problem = (
+                    f"invalid url {parts.scheme}://{parts.hostname}: etcd user names and "
+                    "passwords are not supported; keep etcd's client port reachable only "
+                    "from the rportd nodes"
+                )
+            elif parts.path not in ("", "/") or parts.query or parts.fragment:
+                problem = (
+                    f"invalid url {url}: give only scheme, host and port of an etcd member "
+                    '(such as "http://10.0.0.5:2379")'
+                )
+        if problem:
+            raise ConfigError(f"invalid 'ha.coordinator': {problem}", "ha.coordinator")
+    ttl = ha.coordinator_ttl
+    if ttl < MIN_COORDINATOR_TTL or not float(ttl).is_integer():
+        raise ConfigError(
+            "invalid 'ha.coordinator_ttl': must be whole seconds, at least "
+            f"{format_go_duration(MIN_COORDINATOR_TTL)} (etcd counts lease TTLs in seconds), "
+            f"got {format_go_duration(ttl)}",
+            "ha.coordinator_ttl",
+        )
+    if 0 < len(ha.coordinator) < 3:
+        config.warnings.append(
+            f"'ha.coordinator' lists {len(ha.coordinator)} etcd member(s): with fewer than 3, "
+            "losing one stops every node from serving clients"
+        )
 
 
 __all__ = ["ConfigError", "load_config", "validate"]

@@ -252,6 +252,10 @@ class HAConfig:
     # How long a node that does not serve holds a knocking client's new_connection
     # (the client gives up after 30 s, and panics after three such timeouts).
     knock_hold: float = _duration(20.0)
+    # etcd v3 client URLs; when set, leadership is an etcd lease (rportd/ha/coordinator.py).
+    coordinator: list[str] = field(default_factory=list)
+    # The lease TTL: a leader cut off from etcd stops serving within this time.
+    coordinator_ttl: float = _duration(5.0)
 
     @property
     def enabled(self) -> bool:
