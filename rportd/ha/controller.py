@@ -31,6 +31,7 @@ from aiohttp import web
 from rportd.config import HAConfig
 from rportd.ha import rules
 from rportd.ha.changelog import ChangeLog
+from rportd.ha.coordinator import Coordinator, CoordinatorUnavailable
 from rportd.ha.evidence import Fleet, Lobby, Pingable, Pings
 from rportd.ha.peers import PeerClient, PeerView, base_url
 from rportd.ha.replication import Follower, ReplicationRefused
@@ -94,6 +95,9 @@ class HAController:
         self._drain_task: asyncio.Task[None] | None = None
         self._acting = False
         self.changed = asyncio.Event()
+        self.coordinator: Coordinator | None = None
+        self._etcd_reachable = True
+        self._coordinator_args = (list(config.coordinator), config.coordinator_ttl)
 
     # --- facts ---------------------------------------------------------------------
 
@@ -143,6 +147,8 @@ class HAController:
 
     def admitting(self) -> bool:
         """Whether a client connecting now would be served."""
+        if self.coordinator is not None:
+            return self.serving and self.coordinator.holding()
         return rules.serve_allowed(self.facts())
 
     def admission_refusal(self) -> str | None:
@@ -154,12 +160,13 @@ class HAController:
         """
         if self.state == FENCED:
             return f"fenced: {self.reason}"
-        if self.state == DRAINING:
-            return f"draining: the primary {self.node.primary} is back and serves clients"
         f = self.facts()
-        if f.primary and f.holdoff and not f.serving and f.link_up and f.peer_serving:
-            # The clients could not reach us a moment ago: send them on to the peer.
-            return f"standby: clients were handed over to {self._peer_url()}"
+        if f.primary and not f.serving and f.link_up and f.peer_serving:
+            if f.holdoff:
+                # The clients could not reach us a moment ago: send them on to the peer.
+                return f"standby: clients were handed over to {self._peer_url()}"
+            if not self._etcd_reachable:
+                return f"standby: {self._peer_url()} serves; this node cannot reach etcd"
         return None
 
     def _standby_text(self) -> str:
@@ -179,7 +186,7 @@ class HAController:
         if self.admitting():
             self.lobby.forget(client_id)
             return None
-        if self.state in (FENCED, DRAINING):
+        if self.state == FENCED:
             return self.admission_refusal()
         self.lobby.knock(client_id, time.monotonic())
         self.changed.set()
@@ -218,11 +225,10 @@ class HAController:
         f = self.facts(now)
         return {
             **self.node_info(),
-            "admitting": rules.serve_allowed(f),
+            "admitting": self.admitting(),
             "reason": self.reason,
             "primary": self.node.primary if secondary else "",
-            "mode": "peer",
-            "partition_safe": "as far as the clients' evidence goes (two nodes, no coordinator)",
+            **self._mode_status(),
             "evidence": {
                 "link_up": f.link_up,
                 "link_down_seconds": round(f.link_down_for, 3),
@@ -242,6 +248,25 @@ class HAController:
                 self.views[p].to_json() if p in self.views else {"url": p}
                 for p in self._peer_urls()
             ],
+        }
+
+    def _mode_status(self) -> dict[str, Any]:
+        coordinator = self.coordinator
+        if coordinator is None:
+            return {
+                "mode": "peer",
+                "partition_safe": "as far as the clients' evidence goes (two nodes, no "
+                "coordinator; see the README's fault table)",
+            }
+        return {
+            "mode": "coordinator",
+            "partition_safe": "yes (leadership is an etcd lease)",
+            "coordinator": {
+                "endpoints": coordinator.endpoints,
+                "holding": coordinator.holding(),
+                "epoch": coordinator.epoch,
+                "error": coordinator.last_error,
+            },
         }
 
     def _peer_urls(self) -> list[str]:
@@ -355,6 +380,11 @@ class HAController:
         self.node = await NodeState.load(self.path, self.config.role, base_url(self.config.primary))
         self.node.epoch = max(self.node.epoch, self.changelog.last_epoch)
         await self.node.save(self.path)
+        endpoints, ttl = self._coordinator_args
+        if endpoints:
+            self.coordinator = Coordinator(endpoints, self.node.node_id, ttl=ttl)
+            self.coordinator.on_change(self._lease_flipped)
+            await self.coordinator.start()
         if self.role == PRIMARY:
             await self._start_primary()
         else:
@@ -368,6 +398,8 @@ class HAController:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.pings.stop()
+        if self.coordinator is not None:
+            await self.coordinator.stop()
         self.lobby.open()
         await self.close_streams()
         await self.peers.close()
@@ -417,13 +449,56 @@ class HAController:
             self._track_fleet(now)
             f = self.facts(now)
             self._steer_pings(f)
-            step, why = rules.decide(f)
+            if self.coordinator is not None:
+                step, why = await self._decide_with_coordinator(self.coordinator, f)
+            else:
+                step, why = rules.decide(f)
             if step is not Step.STAY:
                 self._acting = True
                 try:
                     await self._carry_out(step, why)
                 finally:
                     self._acting = False
+
+    def _lease_flipped(self) -> None:
+        """The coordinator's lease came or went: a lost one stops clients at once."""
+        if self.coordinator is not None and not self.coordinator.holding() and self.serving:
+            self._set(STANDBY, f"lost the coordinator lease: {self.coordinator.last_error}")
+            self.disconnect_clients()
+        self.changed.set()
+
+    async def _decide_with_coordinator(
+        self, coordinator: Coordinator, f: Facts
+    ) -> tuple[Step, str]:
+        """With etcd: serve exactly while holding the lease; the evidence only steers it."""
+        if coordinator.holding():
+            if not f.serving:
+                self.node.epoch = max(self.node.epoch, coordinator.epoch)
+                await self.node.save(self.path)
+                return Step.SERVE, f"holds the coordinator lease (epoch {coordinator.epoch})"
+            step, why = rules.decide(f)
+            if step is Step.HAND_OVER:
+                await coordinator.resign()
+                return step, why
+            return Step.STAY, ""
+        if f.serving:
+            return Step.STOP, f"lost the coordinator lease: {coordinator.last_error}"
+        try:  # can this node take the lease at all?
+            await coordinator.leader()
+            self._etcd_reachable = True
+        except CoordinatorUnavailable:
+            self._etcd_reachable = False
+        if f.link_up and f.peer_serving:
+            step, why = rules.decide(f)
+            if step is not Step.TAKE_BACK:
+                return Step.STAY, ""
+            return (step, why) if self._etcd_reachable else (Step.STAY, "")
+        # The lease may be free: the primary always tries; a secondary once the primary
+        # is gone from the link or does not serve.
+        if (f.primary and not f.holdoff) or not f.link_up or not f.peer_serving:
+            await coordinator.try_acquire(self.node.node_id)
+            self.changed.set()
+        return Step.STAY, ""
 
     def _track_fleet(self, now: float) -> None:
         """While the link is up, the serving node's clients are the fleet."""
@@ -470,7 +545,12 @@ class HAController:
 
     async def take_over(self) -> None:
         """The serving peer stopped and hands its clients to us."""
-        if self.state == STANDBY:
+        if self._drain_task is not None and self.state == DRAINING:
+            self._drain_task.cancel()
+            self._set(STANDBY, "the peer hands its clients over")
+        if self.coordinator is not None:
+            self.changed.set()  # the lease is free now: the decide loop takes it
+        elif self.state == STANDBY:
             self._set(ACTIVE, "the peer handed its clients over")
 
     async def _take_back(self, why: str) -> None:
@@ -485,7 +565,10 @@ class HAController:
             return
         if status // 100 == 2:
             peer.serving = False
-            self._set(ACTIVE, why)
+            if self.coordinator is None:
+                self._set(ACTIVE, why)
+            else:
+                self.changed.set()  # the peer resigned: take the lease
 
     # --- primary ----------------------------------------------------------------------
 
@@ -592,6 +675,8 @@ class HAController:
         """The primary takes its clients back (it told us): stop taking new ones."""
         if self.state == ACTIVE:
             self._start_draining()
+        if self.coordinator is not None:
+            await self.coordinator.resign()
 
     async def _secondary_loop(self) -> None:
         while self.role == SECONDARY:

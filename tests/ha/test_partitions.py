@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.etcd import EtcdCluster, EtcdProxies
 from tests.faultproxy import FaultProxy
 from tests.ha.admission import AdmissionChecker
 from tests.ha.cluster import CLIENT_AUTH, Node, free_port
@@ -29,8 +30,10 @@ CLIENTS = 3
 class ProxiedPair:
     """A primary and a secondary whose every link runs through a fault proxy."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, coordinators: tuple[list[str], list[str]] | None = None) -> None:
+        """``coordinators``: etcd endpoints for the primary and for the secondary."""
         self.root = root
+        self.coordinators = coordinators
         p_client, p_api, s_client, s_api = (free_port() for _ in range(4))
         self.p_api = FaultProxy("127.0.0.1", p_api)  # the secondary's way to the primary
         self.s_api = FaultProxy("127.0.0.1", s_api)  # the primary's way to the secondary
@@ -47,8 +50,20 @@ class ProxiedPair:
         for proxy in self.proxies:
             await proxy.start()
         p_client, p_api, s_client, s_api = self.ports
+        p_extra: dict[str, dict[str, object]] = {}
+        s_extra: dict[str, dict[str, object]] = {}
+        if self.coordinators is not None:
+            p_extra = {"ha": {"coordinator": self.coordinators[0], "coordinator_ttl": "3s"}}
+            s_extra = {"ha": {"coordinator": self.coordinators[1], "coordinator_ttl": "3s"}}
         self.primary = Node(
-            "primary", self.root / "primary", "primary", [self.s_api.url], "", {}, p_client, p_api
+            "primary",
+            self.root / "primary",
+            "primary",
+            [self.s_api.url],
+            "",
+            p_extra,
+            p_client,
+            p_api,
         )
         self.secondary = Node(
             "secondary",
@@ -56,7 +71,7 @@ class ProxiedPair:
             "secondary",
             [self.p_api.url],
             self.p_api.url,
-            {},
+            s_extra,
             s_client,
             s_api,
         )
@@ -230,3 +245,61 @@ async def test_primary_hung_then_resumes(pair: ProxiedPair) -> None:
     print(f"primary hung 12s: its clients served by it again {back:.1f}s after SIGCONT")
     print(checker.timeline())
     assert checker.both_admitting_seconds == 0.0
+
+
+@pytest.fixture
+async def etcd_pair(
+    tmp_path: Path, etcd: EtcdCluster
+) -> AsyncIterator[tuple[ProxiedPair, EtcdProxies]]:
+    """A pair with a coordinator; the primary reaches each etcd member through a proxy."""
+    primary_way = await etcd.proxied()
+    pair = ProxiedPair(tmp_path / "pair", (primary_way.endpoints, etcd.endpoints))
+    try:
+        await pair.start()
+        yield pair, primary_way
+    finally:
+        await pair.close()
+        for proxy in primary_way.proxies:
+            await proxy.stop()
+
+
+async def test_coordinator_member_lost_changes_nothing(
+    etcd_pair: tuple[ProxiedPair, EtcdProxies], etcd: EtcdCluster
+) -> None:
+    pair, _ = etcd_pair
+    await pair.fleet_on_primary()
+    status = await pair.primary.status()
+    assert status["mode"] == "coordinator" and status["coordinator"]["holding"]
+    assert status["partition_safe"].startswith("yes")
+    async with pair.checker() as checker:
+        etcd.members[(await etcd.leader())].kill()  # even the raft leader
+        await asyncio.sleep(8)
+        assert (await pair.primary.status())["admitting"]
+        assert (await pair.primary.status())["clients"] == CLIENTS
+    assert checker.both_admitting_seconds == 0.0
+    assert checker.intervals("secondary") == []
+
+
+async def test_coordinator_unreachable_leader_stops_before_the_other_starts(
+    etcd_pair: tuple[ProxiedPair, EtcdProxies],
+) -> None:
+    """The primary cut from every etcd member (HA link and clients fine)."""
+    pair, primary_way = etcd_pair
+    sims = await pair.fleet_on_primary()
+    epoch_before = (await pair.primary.status())["coordinator"]["epoch"]
+    async with pair.checker() as checker:
+        cut = time.monotonic()
+        primary_way.cut()
+        served = await wait_clients(pair.secondary, CLIENTS, 60)
+        secondary = await pair.secondary.status()
+        assert secondary["coordinator"]["holding"]
+        assert secondary["coordinator"]["epoch"] > epoch_before
+        primary = await pair.primary.status()
+        assert not primary["admitting"] and "coordinator lease" in primary["reason"]
+    print(f"primary cut from etcd: clients on the secondary {served:.1f}s after the cut")
+    print(checker.timeline())
+    assert checker.both_admitting_seconds == 0.0
+    stopped = checker.intervals("primary")[-1][1]
+    started = checker.intervals("secondary")[0][0]
+    assert stopped <= started
+    assert time.monotonic() - cut < 60 and all(sim.registered for sim in sims)
