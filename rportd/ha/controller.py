@@ -89,6 +89,7 @@ class HAController:
         self.pings = Pings(self._fleet_connections)
         self.link_ok_at = 0.0  # monotonic: last heartbeat with a peer (see _link_contact)
         self.handed_over_at = -rules.HANDOVER_HOLDOFF
+        self.serving_since = 0.0
         self._fleet_sent: dict[str, tuple[int, float]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -143,6 +144,7 @@ class HAController:
             knocked=self.lobby.knocked(self.fleet, now),
             takeover_after=self.config.takeover_after,
             holdoff=now - self.handed_over_at < rules.HANDOVER_HOLDOFF,
+            settling=now - self.serving_since < rules.LINK_LEASE,
         )
 
     def admitting(self) -> bool:
@@ -420,6 +422,8 @@ class HAController:
                 state,
                 f" ({reason})" if reason else "",
             )
+        if state == ACTIVE and self.state != ACTIVE:
+            self.serving_since = time.monotonic()
         self.state = state
         self.reason = reason
         if state == ACTIVE:

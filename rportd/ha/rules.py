@@ -73,6 +73,7 @@ class Facts:
     knocked: int  # fleet clients that knocked here recently (not aged)
     takeover_after: float  # [ha] takeover_after
     holdoff: bool  # a hand-over happened less than HANDOVER_HOLDOFF ago
+    settling: bool = False  # serving for less than LINK_LEASE (peer facts may be stale)
 
 
 def majority(count: int, fleet: int) -> bool:
@@ -83,7 +84,7 @@ def majority(count: int, fleet: int) -> bool:
 def decide(f: Facts) -> tuple[Step, str]:
     """The next step of a node without coordinator, and why."""
     if f.serving:
-        if f.link_up and f.peer_serving and not f.primary:
+        if f.link_up and f.peer_serving and not f.primary and not f.settling:
             return Step.YIELD, "the primary serves too"
         if f.link_up:
             # Clients cannot reach us but reach the peer: give them to it.
@@ -111,7 +112,7 @@ def decide(f: Facts) -> tuple[Step, str]:
             if f.primary and not f.holdoff and f.knocked >= 1:
                 return Step.TAKE_BACK, "clients reach the primary again"
             return Step.STAY, ""
-        if f.primary:
+        if f.primary and not f.holdoff:
             return Step.SERVE, "the peer does not serve: the primary serves"
         return Step.STAY, ""
     if f.link_down_for < max(f.takeover_after, LINK_LEASE + 1.0):
