@@ -395,6 +395,15 @@ class HAController:
         self._loops.append(asyncio.create_task(self._decide_loop(), name="ha-decide"))
 
     async def stop(self) -> None:
+        """Stop; a serving node hands its clients to a peer it can see first."""
+        peer = self.peer_view()
+        if self.serving and self.coordinator is None and peer is not None and self.link_up():
+            self._set(STANDBY, "shutting down")
+            self.disconnect_clients()
+            try:
+                await self.peers.call("POST", peer.url, "/take-over", timeout=PROBE_TIMEOUT)
+            except NET_ERRORS as exc:
+                log.info("HA: could not hand clients over to %s at shutdown: %s", peer.url, exc)
         tasks = [t for t in (*self._loops, self._drain_task, *self._tasks) if t]
         for task in tasks:
             task.cancel()
@@ -444,8 +453,11 @@ class HAController:
 
     async def _decide_loop(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can lose a
+            # cancellation that arrives as the event is set, and stop() would hang.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), DECIDE_INTERVAL)
+                async with asyncio.timeout(DECIDE_INTERVAL):
+                    await self.changed.wait()
             self.changed.clear()
             if self.state in (FENCED, DRAINING) or self._acting:
                 continue

@@ -162,7 +162,8 @@ class Lobby:
                 if left <= 0:
                     return False
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(opened.wait(), min(left, 0.5))
+                    async with asyncio.timeout(min(left, 0.5)):
+                        await opened.wait()
                 if knock is not None:
                     knock.last = time.monotonic()
         finally:
