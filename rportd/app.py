@@ -424,6 +424,8 @@ class RportServer:
         if self.external_db is not None:
             sources.append(self.external_db)
         await changelog.open(sources)
+        if cfg.ha.synchronous:
+            changelog.synchronous_timeout = cfg.ha.synchronous_timeout
         for dataset in self.replicated.values():
             dataset.changes = changelog
         self.ha = HAController(

@@ -249,6 +249,10 @@ class HAConfig:
     # How long a secondary that served clients waits for them to switch back to
     # the returned primary before it disconnects the rest.
     drain_grace: float = _duration(150.0)
+    # A write to replicated data is answered only once a secondary has stored it,
+    # or fails (HTTP 503) after ``synchronous_timeout``.
+    synchronous: bool = False
+    synchronous_timeout: float = _duration(5.0)
 
     @property
     def enabled(self) -> bool:
