@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from rportd.clients.model import Client
+from rportd.clients.model import Client, TunnelLike
 from rportd.gotypes import utcnow
 from rportd.store.clients import ClientRepository
 from rportd.wire.messages import ConnectionRequest, Remote
@@ -51,6 +51,8 @@ class ClientRegistry:
         self.connected_count = 0
         self.save_listeners: list[Callable[[Client], None]] = []
         self.acl_lookup: Callable[[str], list[str] | None] = lambda client_id: None
+        self.tunnels_elsewhere: Callable[[str], list[TunnelLike]] = lambda client_id: []
+        """Tunnels of a client this node has no record of (HA: as its primary knew them)."""
 
     async def load(self) -> None:
         """Load stored clients; all of them start disconnected (§8.3)."""
@@ -136,16 +138,20 @@ class ClientRegistry:
     ) -> tuple[Client, list[Remote]]:
         remotes = list(request.remotes)
         existing = self.get(client_id)
+        known_tunnels = (
+            existing.tunnels if existing is not None else self.tunnels_elsewhere(client_id)
+        )
         if existing is not None:
             resumed = bool(request.session_id) and request.session_id == existing.session_id
             if existing.connected and not resumed:
                 raise RegistrationError(
                     f"client is already connected: {existing.name} [{existing.id}]"
                 )
-            old = self.tunnels.remotes_to_reestablish(existing.tunnels, remotes)
-            if old:
-                old = await self.tunnels.filter_allowed(conn, request.version, old)
-                remotes.extend(old)
+        old = self.tunnels.remotes_to_reestablish(known_tunnels, remotes)
+        if old:
+            old = await self.tunnels.filter_allowed(conn, request.version, old)
+            remotes.extend(old)
+        if existing is not None:
             previous = existing.connection
             if previous is not None and previous is not conn:
                 # Session resume: the old connection is dead to the client; close it

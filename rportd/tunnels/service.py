@@ -204,15 +204,8 @@ class TunnelService:
                     break
             else:
                 return []
-        result = []
-        for i, prev in enumerate(old):
-            if marked[i]:
-                continue
-            if prev.lport_random:
-                prev.lhost = ""
-                prev.lport = ""
-            result.append(prev)
-        return result
+        # A random port stays random; the one it had is taken again if free (see _local_port).
+        return [prev for i, prev in enumerate(old) if not marked[i]]
 
     async def filter_allowed(
         self, conn: ClientConnection, version: str, remotes: list[Remote]
@@ -249,8 +242,10 @@ class TunnelService:
         """Pick or check the listening port(s); returns the pool ports now held."""
         protocols = ["tcp", "udp"] if remote.protocol == "tcp+udp" else [remote.protocol]
         try:
-            if not remote.local_specified:
-                remote.lport = str(self.ports.pick(protocols))
+            if not remote.local_specified or remote.lport_random:
+                # A re-established random port gets its old number back where it is free.
+                preferred = int(remote.lport) if remote.lport.isdigit() else None
+                remote.lport = str(self.ports.pick(protocols, preferred=preferred))
                 remote.lhost = ZERO_HOST
                 remote.lport_random = True
             else:

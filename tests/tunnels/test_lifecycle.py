@@ -167,6 +167,7 @@ async def test_reconnect_recreates_api_tunnels(
     again_fixed, again_random = tunnels["127.0.0.1"], tunnels["localhost"]
     assert again_fixed["lport"] == str(fixed_port) and again_fixed["lport_random"] is False
     assert again_random["lport_random"] is True and again_random["acl"] == "127.0.0.1"
+    assert again_random["lport"] == random["lport"]  # still free: the same port again
     assert {again_fixed["id"], again_random["id"]} == {"3", "4"}
     assert again_fixed["owner"] == fixed["owner"] == "admin"
     assert random["id"] == "2"
