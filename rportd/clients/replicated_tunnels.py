@@ -80,7 +80,7 @@ class ClientTunnels:
 
     def tunnels_of(self, client_id: str) -> list[TunnelLike]:
         """The replicated tunnels of a client this node has no record of."""
-        return [StoredTunnelState(dict(t)) for t in self._known.get(client_id, [])]
+        return [StoredTunnelState(dict(t), from_peer=True) for t in self._known.get(client_id, [])]
 
     # --- recording (primary) ---------------------------------------------------------
 
