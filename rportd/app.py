@@ -427,6 +427,9 @@ class RportServer:
         await changelog.open(sources)
         if cfg.ha.synchronous:
             changelog.synchronous_timeout = cfg.ha.synchronous_timeout
+            if self.sessions is not None:
+                # A login must work while no secondary does; a lost session means a new login.
+                changelog.not_awaited.add(self.sessions.dataset)
         client_tunnels = ClientTunnels(ha_db, self.clients.registry)
         await client_tunnels.load()
         self.replicated[client_tunnels.dataset] = client_tunnels

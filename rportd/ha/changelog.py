@@ -165,6 +165,7 @@ class ChangeLog:
         self.writable = True
         self.mirrored: set[str] = set()  # file-held data sets, mirrored in ``own``
         self.synchronous_timeout: float | None = None  # ``[ha] synchronous``: the wait
+        self.not_awaited: set[str] = set()  # data sets no API answer waits for
         self._replicas: dict[int, Replica] = {}
         self._replicated_waiters: list[tuple[int, asyncio.Future[None]]] = []
 
@@ -221,7 +222,7 @@ class ChangeLog:
         )
         self._next_seq += 1
         tracked = _TRACKED.get()
-        if tracked is not None:
+        if tracked is not None and dataset not in self.not_awaited:
             tracked.last = change.seq
         await tx.execute(_INSERT, change.row())
         if dataset in self.mirrored and tx.database is self.own:
@@ -299,8 +300,9 @@ class ChangeLog:
             f"the change is stored on this primary (change {seq}) but no secondary confirmed "
             f"it within {format_go_duration(timeout)} ([ha] synchronous_timeout): {who}. "
             "It stays stored here and reaches the secondaries when they catch up "
-            "(GET /api/v1/ha/status shows their lag); it is lost if this primary fails "
-            "before then. Read it back before writing it again."
+            "(GET /api/v1/ha/status shows their lag); it is lost only if this primary's "
+            "data is lost, or a secondary is promoted, before then. Read it back before "
+            "writing it again."
         )
 
     # --- writing (secondary) -----------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ha.cluster import Cluster, Node
+from tests.ha.cluster import ADMIN, Cluster, Node
 
 pytestmark = pytest.mark.ha
 
@@ -84,3 +84,11 @@ async def test_write_fails_with_503_without_any_secondary(cluster: Cluster) -> N
     assert isinstance(body, dict)
     assert "no secondary is connected" in body["errors"][0]["title"]
     assert await credential(cluster.primary, "alone") == 200
+    # Logging in (an API session, replicated too) is not held up: a lost session only
+    # means logging in again, and operators must get in while no secondary runs.
+    started = time.monotonic()
+    status, body = await cluster.primary.api(
+        "POST", "/login", json={"username": ADMIN[0], "password": ADMIN[1]}
+    )
+    assert status == 200, body
+    assert body["data"]["token"] and time.monotonic() - started < TIMEOUT
