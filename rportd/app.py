@@ -43,6 +43,7 @@ from rportd.clients.credentials import (
 )
 from rportd.clients.groups import ClientGroupStore
 from rportd.clients.registry import ClientRegistry, RegistrySettings
+from rportd.clients.replicated_tunnels import ClientTunnels
 from rportd.clients.service import ClientService, ClientSettings
 from rportd.clients.syncback import ClientSyncSource
 from rportd.config import Config
@@ -433,6 +434,15 @@ class RportServer:
         if self.external_db is not None:
             sources.append(self.external_db)
         await changelog.open(sources)
+        if cfg.ha.synchronous:
+            changelog.synchronous_timeout = cfg.ha.synchronous_timeout
+            if self.sessions is not None:
+                # A login must work while no secondary does; a lost session means a new login.
+                changelog.not_awaited.add(self.sessions.dataset)
+        client_tunnels = ClientTunnels(ha_db, self.clients.registry)
+        await client_tunnels.load()
+        self.replicated[client_tunnels.dataset] = client_tunnels
+        self.clients.deleted_listeners.append(client_tunnels.forget)
         for dataset in self.replicated.values():
             dataset.changes = changelog
         self.ha = HAController(
@@ -464,6 +474,8 @@ class RportServer:
         await mirror.seed()
         await self.ha.start()
         self._stack.push_async_callback(self.ha.stop)
+        client_tunnels.start()
+        self._stack.push_async_callback(client_tunnels.stop)
         await mirror.reconcile()
         mirror.start()
         self._stack.push_async_callback(mirror.stop)

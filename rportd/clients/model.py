@@ -87,6 +87,8 @@ class StoredTunnelState:
     """A tunnel as persisted in the client record (not running)."""
 
     data: dict[str, Any]
+    # Defined on another HA node: re-created where possible, never a reason to refuse.
+    from_peer: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return self.data
@@ -132,6 +134,10 @@ class Client:
     session_id: str = ""
     connection: ClientConnection | None = None
     next_tunnel_id: int = 0
+    connected_at: datetime | None = None
+    # Tunnels re-established from the stored record at this connection, until a newer
+    # record from the HA node that served the client last has been followed.
+    restored_tunnels: list[TunnelLike] | None = None
 
     @property
     def connected(self) -> bool:

@@ -776,6 +776,18 @@ def _validate_ha(config: Config) -> None:
             f"{format_go_duration(ha.takeover_after)}",
             "ha.takeover_after",
         )
+    if ha.synchronous_timeout <= 0:
+        raise ConfigError(
+            "invalid 'ha.synchronous_timeout': must be greater than 0, got "
+            f"{format_go_duration(ha.synchronous_timeout)}",
+            "ha.synchronous_timeout",
+        )
+    if ha.synchronous and not ha.enabled:
+        raise ConfigError(
+            "invalid 'ha.synchronous': true needs a secondary to acknowledge writes; "
+            "list it in 'ha.peers' (or set synchronous = false)",
+            "ha.synchronous",
+        )
     _validate_coordinator(config)
 
 

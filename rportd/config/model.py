@@ -256,6 +256,10 @@ class HAConfig:
     coordinator: list[str] = field(default_factory=list)
     # The lease TTL: a leader cut off from etcd stops serving within this time.
     coordinator_ttl: float = _duration(5.0)
+    # A write to replicated data is answered only once a secondary has stored it,
+    # or fails (HTTP 503) after ``synchronous_timeout``.
+    synchronous: bool = False
+    synchronous_timeout: float = _duration(5.0)
 
     @property
     def enabled(self) -> bool:

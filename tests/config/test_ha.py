@@ -153,3 +153,45 @@ def test_coordinator_ttl_whole_seconds_from_two(value: str) -> None:
 def test_coordinator_ttl_bad_duration() -> None:
     err = _ha_error({"coordinator_ttl": "5"})
     assert "'ha.coordinator_ttl'" in str(err) and "missing unit" in str(err)
+
+
+def test_synchronous_defaults_and_values(write_conf: WriteConf) -> None:
+    assert (HAConfig().synchronous, HAConfig().synchronous_timeout) == (False, 5.0)
+    path = write_conf(
+        BASE
+        + """
+[ha]
+  cluster_secret = "s3cret"
+  peers = ["https://node2.example.com:3000"]
+  synchronous = true
+  synchronous_timeout = "1.5s"
+"""
+    )
+    ha = load_config(path).ha
+    assert (ha.synchronous, ha.synchronous_timeout) == (True, 1.5)
+
+
+@pytest.mark.parametrize("value", ["0s", "-1s"])
+def test_synchronous_timeout_positive(value: str) -> None:
+    err = _ha_error({"synchronous_timeout": value})
+    assert "'ha.synchronous_timeout'" in str(err) and "greater than 0" in str(err)
+    assert err.key == "ha.synchronous_timeout"
+
+
+@pytest.mark.parametrize(
+    ("ha", "key", "expected"),
+    [
+        ({"synchronous": "yes"}, "ha.synchronous", "a boolean"),
+        ({"synchronous_timeout": "5"}, "ha.synchronous_timeout", "missing unit"),
+        ({"synchronous_timeout": True}, "ha.synchronous_timeout", "a duration"),
+    ],
+)
+def test_synchronous_types(ha: dict[str, object], key: str, expected: str) -> None:
+    err = _ha_error(ha)
+    assert f"'{key}'" in str(err) and expected in str(err)
+    assert err.key == key
+
+
+def test_synchronous_needs_a_secondary() -> None:
+    err = _ha_error({"synchronous": True})
+    assert err.key == "ha.synchronous" and "'ha.peers'" in str(err)

@@ -121,7 +121,14 @@ async def replicate(request: web.Request) -> web.StreamResponse:
     log.info("HA: node %s replicates from position %d", caller.node_id, position)
     try:
         await ws.send_str(json.dumps({"type": "hello", **ha.node_info()}))
-        await replication.stream(ws, ha.changelog, ha.datasets, position, epoch_at)
+        await replication.stream(
+            ws,
+            ha.changelog,
+            ha.datasets,
+            position,
+            epoch_at,
+            f"{caller.node_id} ({request.remote})",
+        )
     finally:
         ha.streams.discard(ws)
         await ws.close()
