@@ -362,6 +362,7 @@ class RportServer:
 
         if cfg.api.enabled:
             from rportd.api.app import create_api_app
+            from rportd.api.webui import DocRoot, DocRootError
 
             ssl_ctx = None
             if cfg.api.cert_file:
@@ -374,9 +375,17 @@ class RportServer:
                     open_access_log, cfg.api.access_log_file
                 )
                 self._stack.callback(writer.stop)
+            doc_root = None
+            if cfg.api.doc_root:
+                try:
+                    doc_root = await asyncio.to_thread(DocRoot, cfg.api.doc_root)
+                except DocRootError as exc:
+                    raise StartupError(str(exc)) from exc
             self.api_address = await self._serve(
-                create_api_app(self), cfg.api.address, ssl_ctx, access_log
+                create_api_app(self, doc_root), cfg.api.address, ssl_ctx, access_log
             )
+            # Upstream's wording: its test helpers (and operators' scripts) wait for it.
+            log.info("API Listening on %s...", _host_port(self.api_address))
         log.info(
             "rportd %s listening for clients on %s (fingerprint %s)%s",
             self.version,
@@ -573,6 +582,11 @@ def _server_ssl_context(cert: str, key: str, tls_min: str) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if tls_min == "1.3" else ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
     return ctx
+
+
+def _host_port(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def running_as_root() -> bool:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
-from rportd.api import audit, middlewares
+from rportd.api import audit, cors, middlewares, webui
 from rportd.api.context import AUTH_KEY, SERVER_KEY
 from rportd.api.security import Authenticator
 from rportd.api.views import (
@@ -59,19 +60,24 @@ VIEWS = (
 )
 
 
-def create_api_app(server: RportServer) -> web.Application:
-    """Build the aiohttp application serving ``/api/v1`` for ``server``."""
+def create_api_app(server: RportServer, doc_root: webui.DocRoot | None = None) -> web.Application:
+    """Build the aiohttp application serving ``/api/v1`` for ``server``, and the web UI
+    files of ``doc_root`` at ``/``."""
     cfg = server.config.api
-    app = web.Application(
-        client_max_size=cfg.max_request_bytes,
-        middlewares=[
-            middlewares.errors,
-            middlewares.ip_ban,
-            middlewares.authentication,
-            middlewares.replica_writes,
-            audit.audit,
-        ],
-    )
+    chain: list[Middleware] = []
+    origins = cors.valid_origins(cfg.cors)
+    if origins:
+        chain.append(cors.middleware(cors.CorsPolicy.from_config(origins)))
+    chain.append(middlewares.errors)
+    if doc_root is not None:
+        chain.append(webui.middleware(doc_root))
+    chain += [
+        middlewares.ip_ban,
+        middlewares.authentication,
+        middlewares.replica_writes,
+        audit.audit,
+    ]
+    app = web.Application(client_max_size=cfg.max_request_bytes, middlewares=chain)
     assert server.users is not None and server.sessions is not None
     app[SERVER_KEY] = server
     authenticator = Authenticator(
