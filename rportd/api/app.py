@@ -13,6 +13,7 @@ from rportd.api.security import Authenticator
 from rportd.api.views import (
     auditlog,
     client_acl,
+    client_attributes,
     client_groups,
     clients,
     clients_auth,
@@ -49,6 +50,7 @@ VIEWS = (
     twofa,
     client_groups,
     client_acl,
+    client_attributes,
     auditlog,
     jobs,
     jobs_ws,
