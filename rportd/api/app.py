@@ -32,6 +32,7 @@ from rportd.api.views import (
     uploads,
     users,
     vault,
+    ws_test_pages,
 )
 
 if TYPE_CHECKING:
@@ -95,4 +96,6 @@ def create_api_app(server: RportServer, doc_root: webui.DocRoot | None = None) -
     app[AUTH_KEY] = authenticator
     for view in VIEWS:
         view.setup(app)
+    if cfg.enable_ws_test_endpoints:
+        ws_test_pages.setup(app)
     return app
