@@ -186,10 +186,9 @@ async def me(request: web.Request) -> web.Response:
             "groups": identity.groups or None,
             "two_fa_send_to": identity.user.two_fa_send_to,
             "effective_user_permissions": identity.permissions,
-            "effective_extended_permissions": {
-                "tunnels_restricted": None,
-                "commands_restricted": None,
-            },
+            "effective_extended_permissions": await server.users.extended_permissions(
+                identity.user
+            ),
             "group_permissions_enabled": server.users.group_permissions_enabled,
         }
     )
