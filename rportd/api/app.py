@@ -34,6 +34,7 @@ from rportd.api.views import (
     vault,
     ws_test_pages,
 )
+from rportd.cors import CorsPolicy, valid_origins
 
 if TYPE_CHECKING:
     from rportd.app import RportServer
@@ -68,9 +69,9 @@ def create_api_app(server: RportServer, doc_root: webui.DocRoot | None = None) -
     files of ``doc_root`` at ``/``."""
     cfg = server.config.api
     chain: list[Middleware] = []
-    origins = cors.valid_origins(cfg.cors)
+    origins = valid_origins(cfg.cors)
     if origins:
-        chain.append(cors.middleware(cors.CorsPolicy.from_config(origins)))
+        chain.append(cors.middleware(CorsPolicy.from_config(origins)))
     chain.append(middlewares.errors)
     if doc_root is not None:
         chain.append(webui.middleware(doc_root))

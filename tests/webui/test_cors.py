@@ -93,7 +93,7 @@ async def test_star_allows_every_origin_with_credentials(
 async def test_without_cors_no_headers(
     make_server: ServerFactory, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, "rportd.api.cors")
+    caplog.set_level(logging.ERROR, "rportd.cors")
     for cors in ([], ["example.com", "https://a.example.com/path"]):
         server = await make_server(name=f"n{len(cors)}", api={"cors": cors})
         resp = await preflight(http, server, ALLOWED)
