@@ -18,7 +18,7 @@ from rportd.api.access_log import CombinedAccessLogger, open_access_log
 from rportd.auditlog.store import AuditLog
 from rportd.auditlog.syncback import AuditSyncSource
 from rportd.auth.accounts import AccountService
-from rportd.auth.delivery import SenderUnavailable, build_sender
+from rportd.auth.delivery import PushoverSender, SenderUnavailable, build_sender
 from rportd.auth.jwt import TokenIssuer
 from rportd.auth.sessions import ApiSessionStore
 from rportd.auth.throttle import IpBan, LoginWait
@@ -45,6 +45,7 @@ from rportd.clients.registry import ClientRegistry, RegistrySettings
 from rportd.clients.service import ClientService, ClientSettings
 from rportd.clients.syncback import ClientSyncSource
 from rportd.config import Config
+from rportd.config.unsupported import refusals
 from rportd.ha.changelog import ChangeLog
 from rportd.ha.controller import HAController
 from rportd.ha.mirror import FileMirror
@@ -230,6 +231,11 @@ class RportServer:
 
     async def _start(self) -> None:
         cfg = self.config
+        unsupported = refusals(cfg)
+        if unsupported:
+            raise StartupError(
+                "configuration that rportd cannot honour:\n  " + "\n  ".join(unsupported)
+            )
         await asyncio.to_thread(self.data_dir.mkdir, parents=True, exist_ok=True)
         await asyncio.to_thread(
             (self.data_dir / FINGERPRINT_FILE).write_text, self.fingerprint + "\n"
@@ -475,6 +481,16 @@ class RportServer:
             sender = build_sender(cfg.api, cfg.smtp, cfg.pushover)
         except SenderUnavailable as exc:
             raise StartupError(str(exc)) from exc
+        if isinstance(sender, PushoverSender):
+            # As upstream: the token and [pushover] user_key are checked with Pushover.
+            try:
+                async with asyncio.timeout(cfg.api.two_fa_send_timeout):
+                    await sender.validate_receiver(cfg.pushover.user_key)
+            except (ValueError, TimeoutError) as exc:
+                raise StartupError(
+                    "API: invalid pushover.api_token and pushover.user_key: "
+                    f"{exc or 'no answer from Pushover'}"
+                ) from exc
         self.accounts = AccountService(
             self.users,
             self.sessions,

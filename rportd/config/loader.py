@@ -42,7 +42,8 @@ MAX_TOKEN_LIFETIME_HOURS = 2160
 MIN_MONITORING_STORAGE = 3600.0
 
 # Sections of the original that rportd knows but does not use (Plus is closed source).
-_IGNORED_SECTIONS = frozenset({"plus-plugin", "plus-license", "plus-oauth"})
+# Without [plus-plugin] plugin_path (refused at start) they have no effect upstream either.
+_IGNORED_SECTIONS = frozenset({"plus-license", "plus-oauth"})
 
 # Deprecated [server] keys: alias -> (section attribute, new key). A non-zero alias wins.
 _SERVER_ALIASES: dict[str, tuple[str, str]] = {
