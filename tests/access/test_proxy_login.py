@@ -32,19 +32,21 @@ async def me(http: aiohttp.ClientSession, base: str, token: str) -> dict[str, ob
         return dict(body["data"])
 
 
+async def proxied_server(
+    make_server: ServerFactory, tmp_path: Path, **api: object
+) -> tuple[str, Path]:
+    """A server with users in a file behind a proxy (``X-Proxy-Authenticated``)."""
+    users = default_users_file(tmp_path / "users.json")
+    server = await make_server(
+        api={"auth": None, "auth_file": str(users), "auth_header": "X-Proxy-Authenticated", **api}
+    )
+    return api_base(server), users
+
+
 async def test_known_user_logs_in_without_password(
     make_server: ServerFactory, tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
-    users = default_users_file(tmp_path / "users.json")
-    server = await make_server(
-        api={
-            "auth": None,
-            "auth_file": str(users),
-            "auth_header": "X-Proxy-Authenticated",
-            "user_header": "X-Proxy-User",
-        }
-    )
-    base = api_base(server)
+    base, users = await proxied_server(make_server, tmp_path, user_header="X-Proxy-User")
     status, body = await proxied_login(http, base, {**PROXY, "X-Proxy-User": "bob"})
     assert status == 200, body
     token = body["data"]["token"]  # type: ignore[index]
@@ -67,17 +69,9 @@ async def test_known_user_logs_in_without_password(
 async def test_missing_users_are_created_in_the_default_group(
     make_server: ServerFactory, tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
-    users = default_users_file(tmp_path / "users.json")
-    server = await make_server(
-        api={
-            "auth": None,
-            "auth_file": str(users),
-            "auth_header": "X-Proxy-Authenticated",  # user_header: Authentication-User
-            "create_missing_users": True,
-            "default_user_group": "Operators",
-        }
+    base, users = await proxied_server(  # user_header: Authentication-User
+        make_server, tmp_path, create_missing_users=True, default_user_group="Operators"
     )
-    base = api_base(server)
     status, body = await proxied_login(http, base, {**PROXY, "Authentication-User": "dave"})
     assert status == 200, body
     token = body["data"]["token"]  # type: ignore[index]
@@ -94,17 +88,7 @@ async def test_missing_users_are_created_in_the_default_group(
 async def test_default_group_is_administrators(
     make_server: ServerFactory, tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
-    users = default_users_file(tmp_path / "users.json")
-    server = await make_server(
-        api={
-            "auth": None,
-            "auth_file": str(users),
-            "auth_header": "X-Proxy-Authenticated",
-            "create_missing_users": True,
-        }
-    )
-    status, _ = await proxied_login(
-        http, api_base(server), {**PROXY, "Authentication-User": "erin"}
-    )
+    base, users = await proxied_server(make_server, tmp_path, create_missing_users=True)
+    status, _ = await proxied_login(http, base, {**PROXY, "Authentication-User": "erin"})
     assert status == 200
     assert users_in(users)["erin"] == ["Administrators"]

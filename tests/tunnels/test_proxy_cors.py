@@ -15,6 +15,29 @@ __all__ = ["web_port"]  # the fixture, used by name
 ALLOWED = "https://app.example.com"
 
 
+async def proxied_tunnel(
+    make_server: ServerFactory,
+    tmp_path: Path,
+    http: aiohttp.ClientSession,
+    connect_client: ConnectClient,
+    web_port: int,
+    *,
+    tunnel: dict[str, str] | None = None,
+    **sections: dict[str, object],
+) -> str:
+    """The URL of a page through an HTTPS-proxied tunnel to ``web_port``."""
+    cert, key = self_signed(tmp_path)
+    proxy = {"tunnel_proxy_cert_file": cert, "tunnel_proxy_key_file": key}
+    server_keys = {**proxy, **sections.pop("server", {})}
+    server = await make_server(server=server_keys, **sections)
+    await connect_client(server)
+    api = Api(http, api_base(server), ADMIN)
+    params = {"remote": str(web_port), "scheme": "http", "http_proxy": "true", **(tunnel or {})}
+    status, body = await api.put("/clients/c1/tunnels", params=params)
+    assert status == 200, body
+    return f"https://127.0.0.1:{body['data']['lport']}/page"
+
+
 async def test_tunnel_proxy_cors(
     make_server: ServerFactory,
     tmp_path: Path,
@@ -22,28 +45,15 @@ async def test_tunnel_proxy_cors(
     connect_client: ConnectClient,
     web_port: int,
 ) -> None:
-    cert, key = self_signed(tmp_path)
-    server = await make_server(
-        server={
-            "tunnel_proxy_cert_file": cert,
-            "tunnel_proxy_key_file": key,
-            "tunnel_cors": [ALLOWED, "not-an-origin"],
-        }
+    url = await proxied_tunnel(
+        make_server,
+        tmp_path,
+        http,
+        connect_client,
+        web_port,
+        tunnel={"auth_user": "alice", "auth_password": "s3cret"},
+        server={"tunnel_cors": [ALLOWED, "not-an-origin"]},
     )
-    await connect_client(server)
-    api = Api(http, api_base(server), ADMIN)
-    status, body = await api.put(
-        "/clients/c1/tunnels",
-        params={
-            "remote": str(web_port),
-            "scheme": "http",
-            "http_proxy": "true",
-            "auth_user": "alice",
-            "auth_password": "s3cret",
-        },
-    )
-    assert status == 200, body
-    url = f"https://127.0.0.1:{body['data']['lport']}/page"
     preflight = {
         "Origin": ALLOWED,
         "Access-Control-Request-Method": "PATCH",
@@ -77,19 +87,9 @@ async def test_api_cors_does_not_reach_the_tunnel_proxy(
     connect_client: ConnectClient,
     web_port: int,
 ) -> None:
-    cert, key = self_signed(tmp_path)
-    server = await make_server(
-        server={"tunnel_proxy_cert_file": cert, "tunnel_proxy_key_file": key},
-        api={"cors": [ALLOWED]},
+    url = await proxied_tunnel(
+        make_server, tmp_path, http, connect_client, web_port, api={"cors": [ALLOWED]}
     )
-    await connect_client(server)
-    api = Api(http, api_base(server), ADMIN)
-    status, body = await api.put(
-        "/clients/c1/tunnels",
-        params={"remote": str(web_port), "scheme": "http", "http_proxy": "true"},
-    )
-    assert status == 200, body
-    url = f"https://127.0.0.1:{body['data']['lport']}/page"
     async with tls_client() as browser, browser.get(url, headers={"Origin": ALLOWED}) as resp:
         assert resp.status == 200
         assert "Access-Control-Allow-Origin" not in resp.headers
