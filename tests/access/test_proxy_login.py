@@ -8,6 +8,7 @@ from pathlib import Path
 
 import aiohttp
 
+from rportd.config import load_config
 from tests.access.conftest import default_users_file
 from tests.conftest import ServerFactory, api_base
 
@@ -92,3 +93,16 @@ async def test_default_group_is_administrators(
     status, _ = await proxied_login(http, base, {**PROXY, "Authentication-User": "erin"})
     assert status == 200
     assert users_in(users)["erin"] == ["Administrators"]
+
+
+def test_proxy_keys_without_auth_header_are_reported() -> None:
+    api = {"address": "127.0.0.1:0", "auth_file": "/u.json", "create_missing_users": True}
+    config = load_config(None, {"server": {"auth": "c:p"}, "api": api})
+    assert any(
+        "'create_missing_users' only apply to logins through a reverse proxy" in w
+        and "'auth_header'" in w
+        for w in config.warnings
+    )
+    api["auth_header"] = "X-Proxy-Authenticated"
+    config = load_config(None, {"server": {"auth": "c:p"}, "api": api})
+    assert not any("reverse proxy" in w for w in config.warnings)
