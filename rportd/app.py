@@ -19,7 +19,7 @@ from rportd.api.access_log import CombinedAccessLogger, open_access_log
 from rportd.auditlog.store import AuditLog
 from rportd.auditlog.syncback import AuditSyncSource
 from rportd.auth.accounts import AccountService
-from rportd.auth.delivery import SenderUnavailable, build_sender
+from rportd.auth.delivery import PushoverSender, SenderUnavailable, build_sender
 from rportd.auth.jwt import TokenIssuer
 from rportd.auth.sessions import ApiSessionStore
 from rportd.auth.throttle import IpBan, LoginWait
@@ -47,6 +47,7 @@ from rportd.clients.replicated_tunnels import ClientTunnels
 from rportd.clients.service import ClientService, ClientSettings
 from rportd.clients.syncback import ClientSyncSource
 from rportd.config import Config
+from rportd.config.unsupported import refusals
 from rportd.ha.changelog import ChangeLog
 from rportd.ha.controller import HAController
 from rportd.ha.mirror import FileMirror
@@ -233,6 +234,11 @@ class RportServer:
 
     async def _start(self) -> None:
         cfg = self.config
+        unsupported = refusals(cfg)
+        if unsupported:
+            raise StartupError(
+                "configuration that rportd cannot honour:\n  " + "\n  ".join(unsupported)
+            )
         await asyncio.to_thread(self.data_dir.mkdir, parents=True, exist_ok=True)
         await asyncio.to_thread(
             (self.data_dir / FINGERPRINT_FILE).write_text, self.fingerprint + "\n"
@@ -365,6 +371,7 @@ class RportServer:
 
         if cfg.api.enabled:
             from rportd.api.app import create_api_app
+            from rportd.api.webui import DocRoot, DocRootError
 
             ssl_ctx = None
             if cfg.api.cert_file:
@@ -377,9 +384,17 @@ class RportServer:
                     open_access_log, cfg.api.access_log_file
                 )
                 self._stack.callback(writer.stop)
+            doc_root = None
+            if cfg.api.doc_root:
+                try:
+                    doc_root = await asyncio.to_thread(DocRoot, cfg.api.doc_root)
+                except DocRootError as exc:
+                    raise StartupError(str(exc)) from exc
             self.api_address = await self._serve(
-                create_api_app(self), cfg.api.address, ssl_ctx, access_log
+                create_api_app(self, doc_root), cfg.api.address, ssl_ctx, access_log
             )
+            # Upstream's wording: its test helpers (and operators' scripts) wait for it.
+            log.info("API Listening on %s...", _host_port(self.api_address))
         log.info(
             "rportd %s listening for clients on %s (fingerprint %s)%s",
             self.version,
@@ -490,6 +505,16 @@ class RportServer:
             sender = build_sender(cfg.api, cfg.smtp, cfg.pushover)
         except SenderUnavailable as exc:
             raise StartupError(str(exc)) from exc
+        if isinstance(sender, PushoverSender):
+            # As upstream: the token and [pushover] user_key are checked with Pushover.
+            try:
+                async with asyncio.timeout(cfg.api.two_fa_send_timeout):
+                    await sender.validate_receiver(cfg.pushover.user_key)
+            except (ValueError, TimeoutError) as exc:
+                raise StartupError(
+                    "API: invalid pushover.api_token and pushover.user_key: "
+                    f"{exc or 'no answer from Pushover'}"
+                ) from exc
         self.accounts = AccountService(
             self.users,
             self.sessions,
@@ -597,6 +622,11 @@ def _server_ssl_context(cert: str, key: str, tls_min: str) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if tls_min == "1.3" else ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
     return ctx
+
+
+def _host_port(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def running_as_root() -> bool:

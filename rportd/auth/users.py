@@ -18,6 +18,8 @@ from rportd.store.files import atomic_write_text
 log = logging.getLogger(__name__)
 
 ADMIN_GROUP = "Administrators"
+RESTRICTED = ("tunnels_restricted", "commands_restricted")
+
 PERMISSIONS = (
     "tunnels",
     "scripts",
@@ -75,7 +77,9 @@ class UserGroup:
         full = self.name == ADMIN_GROUP
         return {
             "name": self.name,
-            "permissions": {p: full or bool(self.permissions.get(p)) for p in PERMISSIONS},
+            "permissions": {  # a Go map: keys sorted
+                p: full or bool(self.permissions.get(p)) for p in sorted(PERMISSIONS)
+            },
             "tunnels_restricted": self.tunnels_restricted,
             "commands_restricted": self.commands_restricted,
         }
@@ -102,6 +106,16 @@ def user_from_document(doc: Document) -> User:
         totp_secret=str(doc.get("totp_secret") or ""),
         password_expired=bool(doc.get("password_expired")),
     )
+
+
+def _restricted(raw: Any) -> Any:
+    """A stored ``*_restricted`` value: NULL stays null, JSON text is decoded."""
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        return None
 
 
 def _permissions(raw: Any) -> dict[str, bool]:
@@ -191,11 +205,27 @@ class UserStore(ABC):
         """The groups that may carry permissions (every group, unless a store knows better)."""
         return await self.groups()
 
+    async def extended_permissions(self, user: User) -> dict[str, list[Any] | None]:
+        """``tunnels_restricted`` / ``commands_restricted`` of the user's groups that have
+        them (upstream's ``effective_extended_permissions``; null when none has)."""
+        if not self.group_permissions_enabled:
+            return dict.fromkeys(RESTRICTED)
+        groups = {g.name: g for g in await self.permission_groups()}
+        mine = [groups[name] for name in user.groups if name in groups]
+        result: dict[str, list[Any] | None] = {}
+        for key in RESTRICTED:
+            values = [getattr(g, key) for g in mine if getattr(g, key) is not None]
+            result[key] = values or None
+        return result
+
     async def effective_permissions(self, user: User) -> dict[str, bool]:
-        """OR of the user's groups' permissions; all true without group permissions."""
+        """OR of the user's groups' permissions; all true without group permissions.
+
+        Keys sorted, as Go marshals the map (the web UI lists them in that order).
+        """
         if not self.group_permissions_enabled or user.is_admin:
-            return dict.fromkeys(PERMISSIONS, True)
-        result = dict.fromkeys(PERMISSIONS, False)
+            return dict.fromkeys(sorted(PERMISSIONS), True)
+        result = dict.fromkeys(sorted(PERMISSIONS), False)
         for group in await self.permission_groups():
             if group.name in user.groups:
                 for perm in PERMISSIONS:
@@ -368,6 +398,7 @@ class DbUserStore(UserStore):
         self.group_permissions_enabled = bool(details_table)
         self._with_two_fa = with_two_fa
         self._with_totp = with_totp
+        self._details_columns = "name, permissions"
 
     def _user_columns(self) -> str:
         cols = ["username", "password", "password_expired"]
@@ -383,6 +414,21 @@ class DbUserStore(UserStore):
         await self.db.fetch_all(f'SELECT username, "group" FROM {self.groups_t} LIMIT 0')
         if self.details_t:
             await self.db.fetch_all(f"SELECT name, permissions FROM {self.details_t} LIMIT 0")
+            try:  # upstream's optional (Plus) columns, shown as they are stored
+                await self.db.fetch_all(
+                    f"SELECT {', '.join(RESTRICTED)} FROM {self.details_t} LIMIT 0"
+                )
+            except Exception:
+                self._details_columns = "name, permissions"
+            else:
+                self._details_columns = ", ".join(("name", "permissions", *RESTRICTED))
+
+    def _detail_group(self, row: Any) -> UserGroup:
+        group = UserGroup(str(row["name"]), _permissions(row["permissions"]))
+        if RESTRICTED[0] in row:
+            group.tunnels_restricted = _restricted(row["tunnels_restricted"])
+            group.commands_restricted = _restricted(row["commands_restricted"])
+        return group
 
     def _row_to_user(self, row: dict[str, Any], groups: list[str]) -> User:
         return User(
@@ -493,11 +539,9 @@ class DbUserStore(UserStore):
         found: dict[str, UserGroup] = {}
         if self.details_t:
             for row in await self.db.fetch_all(
-                f"SELECT name, permissions FROM {self.details_t} ORDER BY name"
+                f"SELECT {self._details_columns} FROM {self.details_t} ORDER BY name"
             ):
-                found[str(row["name"])] = UserGroup(
-                    str(row["name"]), _permissions(row["permissions"])
-                )
+                found[str(row["name"])] = self._detail_group(row)
         for row in await self.db.fetch_all(f'SELECT DISTINCT "group" FROM {self.groups_t}'):
             found.setdefault(str(row["group"]), UserGroup(str(row["group"])))
         return sorted(found.values(), key=lambda g: g.name)
@@ -510,9 +554,9 @@ class DbUserStore(UserStore):
         if not self.details_t:
             return []
         rows = await self.db.fetch_all(
-            f"SELECT name, permissions FROM {self.details_t} ORDER BY name"
+            f"SELECT {self._details_columns} FROM {self.details_t} ORDER BY name"
         )
-        return [UserGroup(str(r["name"]), _permissions(r["permissions"])) for r in rows]
+        return [self._detail_group(r) for r in rows]
 
     async def put_group_details(self, name: str, permissions: Any) -> None:
         """Set or remove a group's details row without recording a change."""

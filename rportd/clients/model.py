@@ -94,6 +94,19 @@ class StoredTunnelState:
         return self.data
 
 
+@dataclass(frozen=True, slots=True)
+class Attributes:
+    """A client's tags and labels, as its attributes file holds them."""
+
+    tags: list[str] | None
+    labels: dict[str, str] | None
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"tags", "labels"}`` with label keys sorted (a Go map)."""
+        labels = None if self.labels is None else dict(sorted(self.labels.items()))
+        return {"tags": self.tags, "labels": labels}
+
+
 @dataclass(slots=True, eq=False)
 class Client:
     """A known client, connected or not."""
@@ -146,6 +159,15 @@ class Client:
     @property
     def connection_state(self) -> str:
         return CONNECTED if self.connected else DISCONNECTED
+
+    def attributes(self) -> Attributes:
+        """The tags and labels (``/clients/{id}/attributes``)."""
+        return Attributes(self.tags, self.labels)
+
+    def set_attributes(self, attributes: Attributes) -> None:
+        """Take tags and labels the client accepted (``update_client_metadata``)."""
+        self.tags = attributes.tags
+        self.labels = attributes.labels
 
     def update_from_request(
         self, request: ConnectionRequest, client_auth_id: str, address: str

@@ -20,6 +20,7 @@ from rportd.config.model import (
     KIND,
     SECRET_KEYS,
     SECTIONS,
+    ApiConfig,
     Config,
 )
 from rportd.config.types import (
@@ -42,7 +43,8 @@ MAX_TOKEN_LIFETIME_HOURS = 2160
 MIN_MONITORING_STORAGE = 3600.0
 
 # Sections of the original that rportd knows but does not use (Plus is closed source).
-_IGNORED_SECTIONS = frozenset({"plus-plugin", "plus-license", "plus-oauth"})
+# Without [plus-plugin] plugin_path (refused at start) they have no effect upstream either.
+_IGNORED_SECTIONS = frozenset({"plus-license", "plus-oauth"})
 
 # Deprecated [server] keys: alias -> (section attribute, new key). A non-zero alias wins.
 _SERVER_ALIASES: dict[str, tuple[str, str]] = {
@@ -620,6 +622,18 @@ def _validate_api_auth(config: Config) -> None:
         if not api.user_header:
             raise _api_error(
                 "'user_header' must be set when 'auth_header' is set", "api.user_header"
+            )
+    if not api.auth_header:
+        defaults = ApiConfig()
+        idle = [
+            key
+            for key in ("user_header", "create_missing_users", "default_user_group")
+            if getattr(api, key) != getattr(defaults, key)
+        ]
+        if idle:
+            config.warnings.append(
+                f"API: {', '.join(repr(k) for k in idle)} only apply to logins through a "
+                "reverse proxy: set 'auth_header' too, or remove them"
             )
     if api.auth:
         user, _, password = api.auth.partition(":")

@@ -238,6 +238,13 @@ class MonitoringConfig:
 
 
 @dataclass
+class PlusPluginConfig:
+    """``[plus-plugin]``: upstream's closed-source Plus plugin (refused when set)."""
+
+    plugin_path: str = ""
+
+
+@dataclass
 class HAConfig:
     """``[ha]`` (rportd's own): high-availability role and peers."""
 
@@ -283,6 +290,7 @@ SECTIONS: dict[str, str] = {
     "smtp": "smtp",
     "notifications": "notifications",
     "caddy": "caddy-integration",
+    "plus_plugin": "plus-plugin",
     "ha": "ha",
 }
 
@@ -331,6 +339,7 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     caddy: CaddyConfig = field(default_factory=CaddyConfig)
+    plus_plugin: PlusPluginConfig = field(default_factory=PlusPluginConfig)
     ha: HAConfig = field(default_factory=HAConfig)
     source_path: str | None = None
     warnings: list[str] = field(default_factory=list)

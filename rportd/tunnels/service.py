@@ -16,6 +16,7 @@ import aiohttp
 import asyncssh
 
 from rportd.clients.model import TunnelLike
+from rportd.cors import PROXY_METHODS, CorsPolicy, valid_origins
 from rportd.timers import Scheduler
 from rportd.tunnels.acl import LOCALHOST_ONLY, ACLError, TunnelACL
 from rportd.tunnels.errors import (
@@ -107,14 +108,17 @@ class TunnelSettings:
     proxy_cert_file: str = ""
     proxy_key_file: str = ""
     tls_min: str = "1.3"
+    proxy_cors: CorsPolicy | None = None  # tunnel_cors
 
     @classmethod
     def from_config(cls, server: ServerConfig) -> TunnelSettings:
+        origins = valid_origins(server.tunnel_cors)
         return cls(
             check_port_timeout=server.check_port_timeout,
             proxy_cert_file=server.tunnel_proxy_cert_file,
             proxy_key_file=server.tunnel_proxy_key_file,
             tls_min=server.tls_min,
+            proxy_cors=CorsPolicy.from_config(origins, PROXY_METHODS, None) if origins else None,
         )
 
 
@@ -398,7 +402,15 @@ class TunnelService:
                 raise _start_failure(exc, host, port, "udp") from None
         if len(runtime.ports) > 1:
             runtime.proxy = TunnelProxy(
-                name, host, port, tcp_port, remote, tunnel_acl, self.proxy_ssl, self._http_session
+                name,
+                host,
+                port,
+                tcp_port,
+                remote,
+                tunnel_acl,
+                self.proxy_ssl,
+                self._http_session,
+                cors=self.settings.proxy_cors,
             )
             try:
                 await runtime.proxy.start()
