@@ -8,6 +8,7 @@ from aiohttp import web
 
 from rportd.api import audit, middlewares
 from rportd.api.context import AUTH_KEY, SERVER_KEY
+from rportd.api.request_metrics import request_metrics
 from rportd.api.security import Authenticator
 from rportd.api.views import (
     auditlog,
@@ -16,11 +17,14 @@ from rportd.api.views import (
     clients,
     clients_auth,
     ha,
+    ha_page,
+    health,
     jobs,
     jobs_ws,
     library,
     login,
     me,
+    metrics,
     monitoring,
     schedules,
     status,
@@ -36,6 +40,9 @@ if TYPE_CHECKING:
     from rportd.app import RportServer
 
 VIEWS = (
+    health,
+    metrics,
+    ha_page,
     login,
     status,
     clients,
@@ -65,6 +72,7 @@ def create_api_app(server: RportServer) -> web.Application:
     app = web.Application(
         client_max_size=cfg.max_request_bytes,
         middlewares=[
+            request_metrics,
             middlewares.errors,
             middlewares.ip_ban,
             middlewares.authentication,

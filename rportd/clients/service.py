@@ -15,6 +15,7 @@ from rportd.clients.credentials import ClientCredentials
 from rportd.clients.model import Client
 from rportd.clients.registry import ClientRegistry
 from rportd.gotypes import format_time, utcnow
+from rportd.metrics.instruments import Metrics
 from rportd.tasks import BackgroundTask, run_to_end
 from rportd.tunnels.service import version_at_least
 from rportd.wire.messages import ConnectionRequest, Remote
@@ -49,8 +50,10 @@ class ClientService:
         registry: ClientRegistry,
         login_wait: LoginWait,
         ip_ban: IpBan,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.credentials = credentials
         self.registry = registry
         self.login_wait = login_wait

@@ -104,6 +104,7 @@ class LoggingConfig:
 
     log_file: str = ""  # empty: stdout
     log_level: str = "info"
+    log_format: str = "text"  # rportd's own: "text" or "json" (one object a line)
 
 
 @dataclass
@@ -261,6 +262,17 @@ class HAConfig:
         return self.role == "primary"
 
 
+@dataclass
+class MetricsConfig:
+    """``[metrics]`` (rportd's own): Prometheus metrics on ``GET /metrics``."""
+
+    enabled: bool = True
+    # Its own listener (no authentication: give it a private address); empty: none.
+    address: str = ""
+    # Whether ``/metrics`` on the API listener needs an API login (any user).
+    require_auth: bool = True
+
+
 # Config attribute -> TOML section name.
 SECTIONS: dict[str, str] = {
     "server": "server",
@@ -273,6 +285,7 @@ SECTIONS: dict[str, str] = {
     "notifications": "notifications",
     "caddy": "caddy-integration",
     "ha": "ha",
+    "metrics": "metrics",
 }
 
 # (section attribute, key) pairs whose values are secrets.
@@ -321,6 +334,7 @@ class Config:
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     caddy: CaddyConfig = field(default_factory=CaddyConfig)
     ha: HAConfig = field(default_factory=HAConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source_path: str | None = None
     warnings: list[str] = field(default_factory=list)
 

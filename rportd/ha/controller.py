@@ -24,6 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from rportd.config import HAConfig
+from rportd.ha import events
 from rportd.ha.changelog import ChangeLog
 from rportd.ha.peers import PeerClient, PeerView, base_url
 from rportd.ha.replication import Follower, ReplicationRefused
@@ -179,6 +180,7 @@ class HAController:
 
     def _set(self, state: str, reason: str = "") -> None:
         if (state, reason) != (self.state, self.reason):
+            events.record(self, state, reason)
             log.log(
                 logging.ERROR if state == FENCED else logging.INFO,
                 "HA: %s is now %s%s",
