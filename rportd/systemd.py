@@ -32,6 +32,7 @@ class Notifier:
         if usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
             self.watchdog_interval = int(usec) / 1e6 / 2  # feed it twice per period
         self._socket: socket.socket | None = None
+        self._failing = False  # the last send failed (logged once until one succeeds)
         self._watchdog: BackgroundTask | None = None
 
     @property
@@ -50,7 +51,11 @@ class Notifier:
                 self._socket.setblocking(False)
             self._socket.sendto(message.encode(), self.address)
         except OSError as exc:
-            log.warning("cannot notify systemd at %s: %s", self.address.lstrip("\0"), exc)
+            if not self._failing:
+                log.warning("cannot notify systemd at %s: %s", self.address.lstrip("\0"), exc)
+            self._failing = True
+        else:
+            self._failing = False
 
     def start_watchdog(self, healthy: Callable[[], bool]) -> None:
         """Feed the watchdog while ``healthy()`` says so (if systemd asked for it)."""

@@ -79,7 +79,12 @@ class ClientConnection(asyncssh.SSHServer):
             return False
         expected = await svc.credentials.lookup(username)
         if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
-            log.info("client authentication failed for %r from %s", username, self.ip)
+            log.info(
+                "client authentication failed for %r from %s",
+                username,
+                self.ip,
+                extra={"peer": self.ip, "auth_id": username},
+            )
             svc.metrics.client_refused.labels("auth").inc()
             svc.login_wait.failed(username)
             svc.ip_ban.failed(self.ip)
@@ -157,7 +162,13 @@ class ClientConnection(asyncssh.SSHServer):
             request = ConnectionRequest.decode(payload)
             client, remotes = await self.service.register(self, request)
         except (PayloadError, RegistrationError, TunnelError, RequestFailed) as exc:
-            log.info("refused client connection from %s (%s): %s", self.ip, self.auth_id, exc)
+            log.info(
+                "refused client connection from %s (%s): %s",
+                self.ip,
+                self.auth_id,
+                exc,
+                extra={"peer": self.ip, "auth_id": self.auth_id},
+            )
             self.service.metrics.client_refused.labels("registration").inc()
             self._close_soon()
             return Failure(str(exc))
@@ -166,7 +177,13 @@ class ClientConnection(asyncssh.SSHServer):
             return Failure("connection closed")
         self.client = client
         self.service.metrics.client_connects.inc()
-        log.info("client %s (%s) connected from %s", client.id, client.name, self.ip)
+        log.info(
+            "client %s (%s) connected from %s",
+            client.id,
+            client.name,
+            self.ip,
+            extra={"client_id": client.id, "peer": self.ip},
+        )
         asyncio.get_running_loop().call_soon(self._send_capabilities)
         return encode_remotes(remotes if request.remotes or remotes else None)
 

@@ -92,7 +92,12 @@ class ClientService:
         was_connected = client.connection is conn
         forgotten = self.registry.disconnect(conn, client)
         if was_connected:
-            log.info("client %s (%s) disconnected", client.id, client.name)
+            log.info(
+                "client %s (%s) disconnected",
+                client.id,
+                client.name,
+                extra={"client_id": client.id, "peer": conn.ip},
+            )
             for listener in self.disconnect_listeners:
                 listener(client)
         if forgotten:
@@ -195,7 +200,11 @@ class ClientService:
         if alive:
             client.last_heartbeat_at = utcnow()
         elif client.connection is conn:
-            log.info("closing connection of unresponsive client %s", client.id)
+            log.info(
+                "closing connection of unresponsive client %s",
+                client.id,
+                extra={"client_id": client.id},
+            )
             self.on_disconnect(conn, client)
             conn.close()
 

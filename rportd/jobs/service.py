@@ -368,7 +368,13 @@ class JobService:
         try:
             running, waiter = await self._send(client, job, wait=wait)
         except RunFailed as exc:
-            log.info("job %s on client %s not started: %s", job.jid, client.id, exc.text)
+            log.info(
+                "job %s on client %s not started: %s",
+                job.jid,
+                client.id,
+                exc.text,
+                extra={"job_id": job.jid, "client_id": client.id},
+            )
             failed = job.copy(status=STATUS_FAILED, finished_at=utcnow(), error=exc.text)
             if stream is not None:
                 stream.final(go_dumps(failed.to_json()) + "\n")
@@ -424,6 +430,13 @@ class JobService:
     def _count_finished(self, job: Job) -> None:
         status = job.status if job.status in FINAL_STATUSES else "other"
         self.metrics.jobs_finished.labels(status).inc()
+        log.info(
+            "job %s on client %s ended %s",
+            job.jid,
+            job.client_id,
+            job.status,
+            extra={"job_id": job.jid, "client_id": job.client_id, "status": job.status},
+        )
         if job.started_at is not None and job.finished_at is not None:
             seconds = (job.finished_at - job.started_at).total_seconds()
             if seconds >= 0:
@@ -466,7 +479,7 @@ class JobService:
         if base is None or base.client_id != client_id:
             log.warning("dropped an oversized result of unknown job %s (client %s)", jid, client_id)
             return
-        log.warning("job %s: %s", jid, error)
+        log.warning("job %s: %s", jid, error, extra={"job_id": jid, "client_id": client_id})
         failed = base.copy(status=STATUS_FAILED, finished_at=utcnow(), error=error)
         self._complete(failed, go_dumps(failed.to_json()) + "\n")
 
@@ -522,7 +535,13 @@ class JobService:
         else:
             why = "the client did not report it"
         error = f"no result received within timeout_sec ({job.timeout_sec}s) + {grace:g}s: {why}"
-        log.info("job %s on client %s: %s", job.jid, job.client_id, error)
+        log.info(
+            "job %s on client %s: %s",
+            job.jid,
+            job.client_id,
+            error,
+            extra={"job_id": job.jid, "client_id": job.client_id},
+        )
         unknown = job.copy(status=STATUS_UNKNOWN, finished_at=utcnow(), error=error)
         self._complete(unknown, go_dumps(unknown.to_json()) + "\n")
 
