@@ -26,6 +26,7 @@ from rportd.api.views import (
     me,
     metrics,
     monitoring,
+    openapi,
     schedules,
     status,
     stored_tunnels,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 VIEWS = (
     health,
     metrics,
+    openapi,
     ha_page,
     login,
     status,
