@@ -19,6 +19,19 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return found
 
 
+def family_names(text: str) -> set[str]:
+    """Every metric family in ``text`` (even one without samples yet), without suffixes."""
+    return {base_name(f.name) for f in text_string_to_metric_families(text)}
+
+
+def base_name(name: str) -> str:
+    """``x_bucket``, ``x_count``, ``x_sum``, ``x_total`` -> ``x``."""
+    for suffix in ("_bucket", "_count", "_sum", "_total"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def value(text: str, name: str, **labels: str) -> float:
     """The value of one sample (KeyError naming it when absent)."""
     key = (name, frozenset(labels.items()))

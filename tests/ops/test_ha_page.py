@@ -11,7 +11,8 @@ from playwright.async_api import expect
 
 from tests.ha.cluster import ADMIN, Cluster, Node
 from tests.ops.browser import browser_page
-from tests.ops.promtool import promtool_check, value
+from tests.ops.deploy_files import metric_names_used
+from tests.ops.promtool import base_name, family_names, promtool_check, value
 
 pytestmark = pytest.mark.ha
 
@@ -42,6 +43,10 @@ async def test_ha_pair_probes_metrics_and_status_page_follow_a_takeover(tmp_path
 
         text = await metrics(secondary)
         assert await promtool_check(text) == (0, "")
+        # Every metric the dashboard and the alert rules query exists (both roles' names).
+        exported = family_names(text) | family_names(await metrics(primary))
+        used = {base_name(name) for name in metric_names_used()}
+        assert not used - exported, f"deploy/ queries unknown metrics: {sorted(used - exported)}"
         assert value(text, "rportd_ha_role", role="secondary") == 1
         assert value(text, "rportd_ha_state", state="standby") == 1
         assert value(text, "rportd_ha_serving") == 0
