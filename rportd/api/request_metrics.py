@@ -34,9 +34,5 @@ async def request_metrics(request: web.Request, handler: Handler) -> web.StreamR
         status = exc.status
         raise
     finally:
-        route = route_template(request)
-        metrics.api_requests.labels(request.method, route, str(status)).inc()
-        if not streamed:
-            metrics.api_request_seconds.labels(request.method, route).observe(
-                time.perf_counter() - started
-            )
+        seconds = None if streamed else time.perf_counter() - started
+        metrics.api_request(request.method, route_template(request), status, seconds)

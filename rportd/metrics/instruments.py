@@ -70,6 +70,9 @@ class Metrics:
             buckets=REQUEST_BUCKETS,
             registry=r,
         )
+        # Bound children by labels: .labels() costs more than the update itself.
+        self._request_counts: dict[tuple[str, str, str], Counter] = {}
+        self._request_seconds: dict[tuple[str, str], Histogram] = {}
         self.db_write_seconds = Histogram(
             "rportd_db_write_duration_seconds",
             "Duration of SQLite write transactions, by database file.",
@@ -77,3 +80,16 @@ class Metrics:
             buckets=DB_BUCKETS,
             registry=r,
         )
+
+    def api_request(self, method: str, route: str, status: int, seconds: float | None) -> None:
+        """Count one API request; time it unless ``seconds`` is None (WebSocket sessions)."""
+        key = (method, route, str(status))
+        counter = self._request_counts.get(key)
+        if counter is None:
+            counter = self._request_counts[key] = self.api_requests.labels(*key)
+        counter.inc()
+        if seconds is not None:
+            timed = self._request_seconds.get(key[:2])
+            if timed is None:
+                timed = self._request_seconds[key[:2]] = self.api_request_seconds.labels(*key[:2])
+            timed.observe(seconds)
