@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import weakref
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -30,6 +31,14 @@ def json_formatter() -> logging.Formatter:
 class ReopenableFileHandler(logging.FileHandler):
     """A log file that :meth:`reopen` closes and opens again (after logrotate moved it)."""
 
+    def __init__(self, filename: str, encoding: str = "utf-8") -> None:
+        super().__init__(filename, encoding=encoding)
+        _OPEN_FILES.add(self)
+
+    def close(self) -> None:
+        _OPEN_FILES.discard(self)
+        super().close()
+
     def reopen(self) -> None:
         with self.lock:  # type: ignore[union-attr]  # created in Handler.__init__
             old = self.setStream(self._open())
@@ -37,12 +46,16 @@ class ReopenableFileHandler(logging.FileHandler):
                 old.close()
 
 
+# Every log file of the process (server log, API access log): SIGHUP reopens them all.
+_OPEN_FILES: weakref.WeakSet[ReopenableFileHandler] = weakref.WeakSet()
+
+
 def setup_logging(config: LoggingConfig) -> logging.Handler:
     """Install the root handler for ``[logging]``; returns it (see :func:`reopen_log`)."""
     level = LEVELS[config.log_level]
     handler: logging.Handler
     if config.log_file:
-        handler = ReopenableFileHandler(config.log_file, encoding="utf-8")
+        handler = ReopenableFileHandler(config.log_file)
     else:
         handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
@@ -58,8 +71,7 @@ def setup_logging(config: LoggingConfig) -> logging.Handler:
 
 
 def reopen_log() -> None:
-    """Reopen the log file (SIGHUP): logrotate moves it, the next line starts a new one."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, ReopenableFileHandler):
-            handler.reopen()
-            logging.getLogger("rportd").info("reopened log file %s", handler.baseFilename)
+    """Reopen the log files (SIGHUP): logrotate moves them, the next line starts a new one."""
+    for handler in list(_OPEN_FILES):
+        handler.reopen()
+        logging.getLogger("rportd").info("reopened log file %s", handler.baseFilename)

@@ -53,7 +53,10 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
         "solo",
         tmp_path / "solo",
         "primary",
-        extra={"logging": {"log_format": "json", "log_level": "info"}},
+        extra={
+            "logging": {"log_format": "json", "log_level": "info"},
+            "api": {"access_log_file": str(tmp_path / "access.log")},
+        },
     )
     yield solo
     solo.kill()
@@ -136,6 +139,8 @@ async def test_systemd_notify_watchdog_json_logs_and_log_reopen(
         finally:
             rotated = node.log_path.with_suffix(".log.1")
             node.log_path.rename(rotated)  # what logrotate does, then SIGHUP
+            access_log = tmp_path / "access.log"
+            access_log.rename(tmp_path / "access.log.1")
             assert node.process is not None
             node.process.send_signal(signal.SIGHUP)
             await wait_logged(node.log_path, "reopened log file")
@@ -151,6 +156,14 @@ async def test_systemd_notify_watchdog_json_logs_and_log_reopen(
         assert gone["client_id"] == "c1"
         assert not any("disconnected" in str(e["message"]) for e in log_lines(rotated))
         assert not any(e["level"] == "WARNING" for e in log_lines(rotated) + entries)
+        # The API access log was reopened too.
+        assert (await get(f"{node.api_url}/healthz?after=rotation"))[0] == 200
+        for _ in range(100):  # written by the access log's thread
+            if access_log.exists() and "after=rotation" in access_log.read_text():
+                break
+            await asyncio.sleep(0.05)
+        assert "GET /healthz?after=rotation" in access_log.read_text()
+        assert "after=rotation" not in (tmp_path / "access.log.1").read_text()
 
         node.process.send_signal(signal.SIGTERM)
         await notify.wait_for("STOPPING=1")
