@@ -58,6 +58,8 @@ from rportd.jobs.repository import JobRepository
 from rportd.jobs.service import JobService, JobSettings
 from rportd.jobs.syncback import JobSyncSource, MultiJobSyncSource
 from rportd.library.store import Library
+from rportd.metrics.exporter import MetricsExporter
+from rportd.metrics.instruments import Metrics
 from rportd.monitoring.store import MeasurementStore
 from rportd.schedules.runner import ScheduleRunner
 from rportd.schedules.store import ScheduleStore
@@ -143,6 +145,9 @@ class RportServer:
         self.listener: ClientListener
         self.client_address: tuple[str, int] | None = None
         self.api_address: tuple[str, int] | None = None
+        self.metrics_address: tuple[str, int] | None = None
+        self.metrics = Metrics()
+        self.exporter: MetricsExporter | None = None
         self._stack = AsyncExitStack()
         self._stopped = asyncio.Event()
 
@@ -154,6 +159,7 @@ class RportServer:
             if wal is None:
                 wal = self.config.server.sqlite_wal
             db = Database(self.data_dir / filename, schema, wal=wal)
+            db.write_observer = self.metrics.db_write_seconds.labels(filename).observe
             await db.open()
             self.databases[filename] = db
             self._stack.push_async_callback(db.close)
@@ -293,6 +299,7 @@ class RportServer:
             registry,
             LoginWait(cfg.server.client_login_wait),
             IpBan(cfg.server.max_failed_login, cfg.server.ban_time),
+            self.metrics,
         )
         await self.tunnels.start()
         self._stack.push_async_callback(self.tunnels.close)
@@ -308,6 +315,7 @@ class RportServer:
                 max_results=cfg.server.jobs_max_results,
                 max_request_bytes_client=cfg.server.max_request_bytes_client,
             ),
+            self.metrics,
         )
         await self.jobs.start()
         self._stack.push_async_callback(self.jobs.stop)
@@ -363,12 +371,21 @@ class RportServer:
             max_concurrent_handshakes=cfg.server.max_concurrent_ssh_handshakes,
             proxy_url=cfg.server.proxy,
             admission=self.ha.admission_refusal if self.ha else None,
+            metrics=self.metrics,
         )
         self.client_address = await self._serve(self.listener.app, cfg.server.address, None)
         self.clients.start(purge=cfg.server.purge_disconnected_clients)
         self._stack.push_async_callback(self.clients.stop)
         self._stack.callback(self.clients.close_all)
 
+        if cfg.metrics.enabled:
+            self.exporter = MetricsExporter(self, self.metrics)
+            self.exporter.start()
+            self._stack.push_async_callback(self.exporter.stop)
+            if cfg.metrics.address:
+                self.metrics_address = await self._serve(
+                    self.exporter.app(), cfg.metrics.address, None
+                )
         if cfg.api.enabled:
             from rportd.api.app import create_api_app
             from rportd.api.webui import DocRoot, DocRootError
@@ -575,6 +592,22 @@ class RportServer:
         sockets: Any = getattr(server, "sockets", None) or []
         bound = sockets[0].getsockname() if sockets else (host, port)
         return str(bound[0]), int(bound[1])
+
+    def not_ready_reasons(self) -> list[str]:
+        """Why this node does not serve clients now (empty: it does); no I/O but a stat."""
+        reasons = []
+        refusal = self.ha.serve_refusal() if self.ha is not None else None
+        if refusal:
+            reasons.append(refusal)
+        databases = list(self.databases.values())
+        if self.external_db is not None:
+            databases.append(self.external_db)
+        for db in databases:
+            if db.write_error:
+                reasons.append(f"database {db.path.name} is not writable: {db.write_error}")
+        if not os.access(self.data_dir, os.W_OK):
+            reasons.append(f"data_dir {self.data_dir} is not writable")
+        return reasons
 
     async def reload_users(self) -> None:
         """Re-read the API user file (SIGUSR1)."""

@@ -9,6 +9,7 @@ from aiohttp.typedefs import Middleware
 
 from rportd.api import audit, cors, middlewares, webui
 from rportd.api.context import AUTH_KEY, SERVER_KEY
+from rportd.api.request_metrics import request_metrics
 from rportd.api.security import Authenticator
 from rportd.api.views import (
     auditlog,
@@ -18,12 +19,16 @@ from rportd.api.views import (
     clients,
     clients_auth,
     ha,
+    ha_page,
+    health,
     jobs,
     jobs_ws,
     library,
     login,
     me,
+    metrics,
     monitoring,
+    openapi,
     schedules,
     status,
     stored_tunnels,
@@ -40,6 +45,10 @@ if TYPE_CHECKING:
     from rportd.app import RportServer
 
 VIEWS = (
+    health,
+    metrics,
+    openapi,
+    ha_page,
     login,
     status,
     clients,
@@ -68,7 +77,7 @@ def create_api_app(server: RportServer, doc_root: webui.DocRoot | None = None) -
     """Build the aiohttp application serving ``/api/v1`` for ``server``, and the web UI
     files of ``doc_root`` at ``/``."""
     cfg = server.config.api
-    chain: list[Middleware] = []
+    chain: list[Middleware] = [request_metrics]
     origins = valid_origins(cfg.cors)
     if origins:
         chain.append(cors.middleware(CorsPolicy.from_config(origins)))

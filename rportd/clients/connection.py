@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,7 @@ class ClientConnection(asyncssh.SSHServer):
         self.client: Client | None = None
         self.closed = False
         self._registration_timer: asyncio.TimerHandle | None = None
+        self._opened = time.monotonic()
         ssh.handler = self
 
     # --- asyncssh.SSHServer ----------------------------------------------------------
@@ -74,10 +76,17 @@ class ClientConnection(asyncssh.SSHServer):
             log.info(
                 "client auth %r from %s: too many requests, please try later", username, self.ip
             )
+            svc.metrics.client_refused.labels("login_wait").inc()
             return False
         expected = await svc.credentials.lookup(username)
         if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
-            log.info("client authentication failed for %r from %s", username, self.ip)
+            log.info(
+                "client authentication failed for %r from %s",
+                username,
+                self.ip,
+                extra={"peer": self.ip, "auth_id": username},
+            )
+            svc.metrics.client_refused.labels("auth").inc()
             svc.login_wait.failed(username)
             svc.ip_ban.failed(self.ip)
             return False
@@ -86,6 +95,7 @@ class ClientConnection(asyncssh.SSHServer):
         return True
 
     def auth_completed(self) -> None:
+        self.service.metrics.ssh_handshake_seconds.observe(time.monotonic() - self._opened)
         if self.handshake_done is not None and not self.handshake_done.done():
             self.handshake_done.set_result(None)
         loop = asyncio.get_running_loop()
@@ -159,14 +169,28 @@ class ClientConnection(asyncssh.SSHServer):
             request = ConnectionRequest.decode(payload)
             client, remotes = await self.service.register(self, request)
         except (PayloadError, RegistrationError, TunnelError, RequestFailed) as exc:
-            log.info("refused client connection from %s (%s): %s", self.ip, self.auth_id, exc)
+            log.info(
+                "refused client connection from %s (%s): %s",
+                self.ip,
+                self.auth_id,
+                exc,
+                extra={"peer": self.ip, "auth_id": self.auth_id},
+            )
+            self.service.metrics.client_refused.labels("registration").inc()
             self._close_soon()
             return Failure(str(exc))
         if self.closed:
             self.service.on_disconnect(self, client)
             return Failure("connection closed")
         self.client = client
-        log.info("client %s (%s) connected from %s", client.id, client.name, self.ip)
+        self.service.metrics.client_connects.inc()
+        log.info(
+            "client %s (%s) connected from %s",
+            client.id,
+            client.name,
+            self.ip,
+            extra={"client_id": client.id, "peer": self.ip},
+        )
         asyncio.get_running_loop().call_soon(self._send_capabilities)
         return encode_remotes(remotes if request.remotes or remotes else None)
 

@@ -15,6 +15,7 @@ from rportd.clients.credentials import ClientCredentials
 from rportd.clients.model import Client
 from rportd.clients.registry import ClientRegistry, RegistrationError
 from rportd.gotypes import format_time, utcnow
+from rportd.metrics.instruments import Metrics
 from rportd.tasks import BackgroundTask, run_to_end
 from rportd.tunnels.service import version_at_least
 from rportd.wire.messages import ConnectionRequest, Remote
@@ -49,8 +50,10 @@ class ClientService:
         registry: ClientRegistry,
         login_wait: LoginWait,
         ip_ban: IpBan,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.credentials = credentials
         self.registry = registry
         self.login_wait = login_wait
@@ -95,7 +98,12 @@ class ClientService:
         was_connected = client.connection is conn
         forgotten = self.registry.disconnect(conn, client)
         if was_connected:
-            log.info("client %s (%s) disconnected", client.id, client.name)
+            log.info(
+                "client %s (%s) disconnected",
+                client.id,
+                client.name,
+                extra={"client_id": client.id, "peer": conn.ip},
+            )
             for listener in self.disconnect_listeners:
                 listener(client)
         if forgotten:
@@ -198,7 +206,11 @@ class ClientService:
         if alive:
             client.last_heartbeat_at = utcnow()
         elif client.connection is conn:
-            log.info("closing connection of unresponsive client %s", client.id)
+            log.info(
+                "closing connection of unresponsive client %s",
+                client.id,
+                extra={"client_id": client.id},
+            )
             self.on_disconnect(conn, client)
             conn.close()
 

@@ -438,6 +438,7 @@ def validate(config: Config) -> None:
     _validate_server_limits(config)
     _validate_monitoring(config)
     _validate_ha(config)
+    _validate_metrics(config)
 
 
 def _validate_logging(config: Config) -> None:
@@ -447,6 +448,21 @@ def _validate_logging(config: Config) -> None:
             f"invalid 'logging.log_level': invalid log level: \"{level}\" "
             '(expected "error", "info" or "debug")',
             "logging.log_level",
+        )
+    log_format = config.logging.log_format
+    if log_format not in ("text", "json"):
+        raise ConfigError(
+            f'invalid \'logging.log_format\': "{log_format}" (expected "text" or "json")',
+            "logging.log_format",
+        )
+
+
+def _validate_metrics(config: Config) -> None:
+    address = config.metrics.address
+    if address and not _host_port_ok(address):
+        raise ConfigError(
+            f'invalid \'metrics.address\' "{address}": expected host:port, e.g. "127.0.0.1:9103"',
+            "metrics.address",
         )
 
 

@@ -104,6 +104,7 @@ class LoggingConfig:
 
     log_file: str = ""  # empty: stdout
     log_level: str = "info"
+    log_format: str = "text"  # rportd's own: "text" or "json" (one object a line)
 
 
 @dataclass
@@ -279,6 +280,17 @@ class HAConfig:
         return self.role == "primary"
 
 
+@dataclass
+class MetricsConfig:
+    """``[metrics]`` (rportd's own): Prometheus metrics on ``GET /metrics``."""
+
+    enabled: bool = True
+    # Its own listener (no authentication: give it a private address); empty: none.
+    address: str = ""
+    # Whether ``/metrics`` on the API listener needs an API login (any user).
+    require_auth: bool = True
+
+
 # Config attribute -> TOML section name.
 SECTIONS: dict[str, str] = {
     "server": "server",
@@ -292,6 +304,7 @@ SECTIONS: dict[str, str] = {
     "caddy": "caddy-integration",
     "plus_plugin": "plus-plugin",
     "ha": "ha",
+    "metrics": "metrics",
 }
 
 # (section attribute, key) pairs whose values are secrets.
@@ -341,6 +354,7 @@ class Config:
     caddy: CaddyConfig = field(default_factory=CaddyConfig)
     plus_plugin: PlusPluginConfig = field(default_factory=PlusPluginConfig)
     ha: HAConfig = field(default_factory=HAConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source_path: str | None = None
     warnings: list[str] = field(default_factory=list)
 

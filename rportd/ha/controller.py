@@ -29,7 +29,7 @@ import aiohttp
 from aiohttp import web
 
 from rportd.config import HAConfig
-from rportd.ha import rules
+from rportd.ha import events, rules
 from rportd.ha.changelog import ChangeLog
 from rportd.ha.coordinator import Coordinator, CoordinatorUnavailable
 from rportd.ha.evidence import Fleet, Lobby, Pingable, Pings
@@ -170,6 +170,16 @@ class HAController:
             if not self._etcd_reachable:
                 return f"standby: {self._peer_url()} serves; this node cannot reach etcd"
         return None
+
+    def serve_refusal(self) -> str | None:
+        """Why this node does not serve clients now (``None``: it does): for /readyz."""
+        if self.admitting():
+            return None
+        if self.state == FENCED:
+            return f"fenced: {self.reason}"
+        if self.state == DRAINING:
+            return f"draining: the primary {self.node.primary or self._peer_url()} is back"
+        return self._standby_text()
 
     def _standby_text(self) -> str:
         if self.role == SECONDARY:
@@ -424,6 +434,7 @@ class HAController:
 
     def _set(self, state: str, reason: str = "") -> None:
         if (state, reason) != (self.state, self.reason):
+            events.record(self, state, reason)
             log.log(
                 logging.ERROR if state == FENCED else logging.INFO,
                 "HA: %s is now %s%s",

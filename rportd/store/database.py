@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,12 +13,16 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from rportd.store.migrations import migrate
 
 log = logging.getLogger(__name__)
+
+# SQLite errors that mean the file cannot be written now (not a bad statement).
+UNWRITABLE_SIGNS = ("readonly", "disk", "locked", "unable to open", "I/O")
 
 Row = dict[str, Any]
 Params = Mapping[str, Any] | None
@@ -68,6 +73,10 @@ class Database:
         self.wal = wal
         self._engine: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
+        # Called with the duration of every committed write transaction (metrics).
+        self.write_observer: Callable[[float], None] | None = None
+        # Why the last write failed to commit, if it did (``None`` after a good one).
+        self.write_error: str | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -133,11 +142,20 @@ class Database:
         """A write transaction, committed on success and rolled back on error."""
         tx: Transaction | None = None
         committed = False
+        started = time.perf_counter()
         try:
             async with self.engine.begin() as conn:
                 tx = Transaction(conn, self)
                 yield tx
             committed = True
+            self.write_error = None
+            if self.write_observer is not None:
+                self.write_observer(time.perf_counter() - started)
+        except OperationalError as exc:
+            reason = str(exc.orig or exc)
+            if any(sign in reason for sign in UNWRITABLE_SIGNS):
+                self.write_error = reason
+            raise
         finally:
             if tx is not None:
                 tx._ended(committed)

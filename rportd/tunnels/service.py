@@ -138,6 +138,7 @@ class TunnelService:
         """Persists a client whose tunnel list changed (set to the registry's save)."""
         self.proxy_ssl: ssl.SSLContext | None = None
         self._running: dict[Tunnel, Client] = {}
+        self._stopped_traffic = (0, 0)  # bytes of tunnels no longer running
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._http: aiohttp.ClientSession | None = None
 
@@ -171,6 +172,16 @@ class TunnelService:
     def running(self) -> list[tuple[Client, Tunnel]]:
         """Every running tunnel with its client."""
         return [(client, tunnel) for tunnel, client in self._running.items()]
+
+    def traffic(self) -> tuple[int, int]:
+        """Bytes (towards clients, from clients) through every tunnel since the start."""
+        sent, received = self._stopped_traffic
+        for tunnel in self._running:
+            if tunnel.runtime is not None:
+                s, r = tunnel.runtime.traffic()
+                sent += s
+                received += r
+        return sent, received
 
     def _http_session(self) -> aiohttp.ClientSession:
         """The proxies' client to the tunnels behind them (no keep-alive: idle counts)."""
@@ -463,6 +474,10 @@ class TunnelService:
         self._running.pop(tunnel, None)
         if runtime is None:
             return
+        if not runtime.closed:
+            sent, received = runtime.traffic()
+            before = self._stopped_traffic
+            self._stopped_traffic = (before[0] + sent, before[1] + received)
         runtime.close()
         for port in runtime.ports:
             self.ports.release(port)
