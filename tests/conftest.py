@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,14 @@ import pytest
 
 from rportd.app import RportServer
 from rportd.config import load_config
+from tests.dbservers import (
+    ENGINES,
+    DbServer,
+    MariaDbServer,
+    PostgresServer,
+    TestDatabase,
+    fresh_database,
+)
 
 KEY_SEED = "test-key-seed"
 ADMIN = ("admin", "admin-password-123")
@@ -132,3 +140,50 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture
 def api(server: RportServer, http: aiohttp.ClientSession) -> Api:
     return Api(http, api_base(server), ADMIN)
+
+
+# --- external databases ([database]): real MariaDB and PostgreSQL servers ---------------
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDbServer]:
+    """One MariaDB server for the session."""
+    server = MariaDbServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+def db_server(request: pytest.FixtureRequest, engine: str) -> DbServer | None:
+    """The session's server for ``engine`` (started on first use; none for SQLite)."""
+    if engine == "sqlite":
+        return None
+    server: DbServer = request.getfixturevalue("mariadb" if engine == "mysql" else "postgres")
+    return server
+
+
+@pytest.fixture(params=ENGINES)
+async def external_db(request: pytest.FixtureRequest, tmp_path: Path) -> TestDatabase:
+    """A fresh, empty ``[database]`` of each engine: SQLite, MariaDB, PostgreSQL."""
+    engine = str(request.param)
+    return await fresh_database(engine, db_server(request, engine), tmp_path)
+
+
+@pytest.fixture(params=ENGINES[1:])
+async def server_db(request: pytest.FixtureRequest, tmp_path: Path) -> TestDatabase:
+    """A fresh, empty database on each server engine: MariaDB, PostgreSQL."""
+    engine = str(request.param)
+    return await fresh_database(engine, db_server(request, engine), tmp_path)

@@ -22,7 +22,7 @@ from typing import Any
 
 from rportd.gotypes import format_db_time, utcnow
 from rportd.store.changes import Document
-from rportd.store.database import Database, Transaction
+from rportd.store.database import Database, SqlDatabase, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class ChangeLog:
     def __init__(self, own: Database, epoch: Callable[[], int]) -> None:
         self.own = own
         self._epoch = epoch
-        self._sources: list[Database] = [own]
+        self._sources: list[SqlDatabase] = [own]
         self._lock = asyncio.Lock()
         self._committed = asyncio.Condition()
         self._next_seq = 1
@@ -124,7 +124,7 @@ class ChangeLog:
         self.writable = True
         self.mirrored: set[str] = set()  # file-held data sets, mirrored in ``own``
 
-    async def open(self, sources: Iterable[Database]) -> None:
+    async def open(self, sources: Iterable[SqlDatabase]) -> None:
         """Create the log tables and find where the log stands."""
         for db in sources:
             if db not in self._sources:
