@@ -7,6 +7,7 @@ the test session. PostgreSQL refuses to run as root: as root it runs as ``postgr
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
 import pwd
@@ -50,7 +51,7 @@ def _need(*paths: Path) -> None:
 
 
 def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the test session's process goes away."""
+    """In the child: get SIGTERM when the thread that started it ends (start from the main one)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
@@ -66,18 +67,29 @@ def _as_user(name: str | None) -> Callable[[], None]:
     return preexec
 
 
-def _wait_tcp(port: int, process: subprocess.Popen[bytes], log: Path, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
+def _wait_ready(
+    port: int, process: subprocess.Popen[bytes], log: Path, offset: int, ready: bytes
+) -> None:
+    """Wait until the server logged ``ready`` (after ``offset``) and takes TCP connections."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None:
+        with log.open("rb") as f:
+            f.seek(offset)
+            logged = ready in f.read()
+        if logged:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return
+            except OSError:
+                pass
+        time.sleep(0.05)
     tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
     process.kill()
     pytest.fail(f"database server on port {port} did not start:\n{tail}", pytrace=False)
+
+
+def _log_size(log: Path) -> int:
+    return log.stat().st_size if log.exists() else 0
 
 
 def _stop(process: subprocess.Popen[bytes] | None, sig: int) -> None:
@@ -121,6 +133,7 @@ class MariaDbServer:
 
     def start(self) -> None:
         user = ["--user=root"] if os.geteuid() == 0 else []
+        offset = _log_size(self.log)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -141,7 +154,7 @@ class MariaDbServer:
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent,
             )
-        _wait_tcp(self.port, self.process, self.log, time.monotonic() + 30)
+        _wait_ready(self.port, self.process, self.log, offset, b"ready for connections")
 
     def stop(self) -> None:
         _stop(self.process, signal.SIGTERM)
@@ -214,6 +227,7 @@ class PostgresServer:
         )
 
     def start(self) -> None:
+        offset = _log_size(self.log)
         log = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             self.process = subprocess.Popen(
@@ -241,7 +255,7 @@ class PostgresServer:
             )
         finally:
             os.close(log)
-        _wait_tcp(self.port, self.process, self.log, time.monotonic() + 30)
+        _wait_ready(self.port, self.process, self.log, offset, b"ready to accept connections")
 
     def stop(self) -> None:
         _stop(self.process, signal.SIGINT)  # "fast" shutdown
@@ -349,3 +363,58 @@ async def fresh_database(engine: str, server: DbServer | None, tmp_path: Path) -
     name = f"t_{uuid.uuid4().hex[:12]}"
     await server.create_database(name)
     return TestDatabase(engine, name, server)
+
+
+class TcpGate:
+    """A TCP port in front of a database server: silent (a host that never answers) or open."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.open = False
+        self._server: asyncio.Server | None = None
+        self._held: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accepted, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    def let_through(self) -> None:
+        """Forward new connections to the server (silent ones held so far are dropped)."""
+        self.open = True
+        for writer in self._held:
+            writer.close()
+        self._held.clear()
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.open:
+            self._held.add(writer)  # accepted by the kernel, never answered
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(_pipe(src, dst))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in self._held:
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    try:
+        while data := await src.read(65536):
+            dst.write(data)
+            await dst.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        dst.close()

@@ -24,6 +24,8 @@ from rportd.store.database import Database, SqlDatabase
 log = logging.getLogger(__name__)
 
 DRIVERS = {"mysql": "mysql+asyncmy", "postgres": "postgresql+asyncpg"}
+CONNECT_TIMEOUT = 5.0  # seconds to connect and log in
+OPERATION_TIMEOUT = 10.0  # seconds for one statement or transaction, waiting for the pool included
 
 
 class DatabaseError(Exception):
@@ -53,15 +55,17 @@ class ServerDatabase(SqlDatabase):
         self,
         config: DatabaseConfig,
         *,
-        connect_timeout: float = 5.0,
-        operation_timeout: float = 10.0,
+        connect_timeout: float | None = None,
+        operation_timeout: float | None = None,
         pool_size: int = 5,
     ) -> None:
         super().__init__()
         self.config = config
         self.endpoint = config.endpoint()
-        self.connect_timeout = connect_timeout
-        self.operation_timeout = operation_timeout
+        self.connect_timeout = CONNECT_TIMEOUT if connect_timeout is None else connect_timeout
+        self.operation_timeout = (
+            OPERATION_TIMEOUT if operation_timeout is None else operation_timeout
+        )
         self.pool_size = pool_size
 
     @property
