@@ -48,6 +48,13 @@ def error_reason(exc: BaseException) -> str:
     return reason.splitlines()[0] if reason else type(orig).__name__
 
 
+def is_read_only(exc: DBAPIError) -> bool:
+    """Whether a write failed because the server is read-only (a replica, a standby)."""
+    orig = exc.orig
+    code = orig.args[0] if orig is not None and orig.args else None
+    return code in (1290, 1836) or getattr(orig, "sqlstate", None) == "25006"
+
+
 class ServerDatabase(SqlDatabase):
     """A database on a MySQL/MariaDB or PostgreSQL server, shared by every HA node."""
 
@@ -134,6 +141,11 @@ class ServerDatabase(SqlDatabase):
             if not acquired or exc.connection_invalidated:
                 raise DatabaseUnavailable(
                     f"{self.label} is unavailable: {error_reason(exc)}"
+                ) from None
+            if is_read_only(exc):
+                raise DatabaseUnavailable(
+                    f"{self.label} only takes reads now (a replica or hot standby?): "
+                    f"{error_reason(exc)}"
                 ) from None
             raise DatabaseError(f"{self.label}: {error_reason(exc)}") from None
         except Exception as exc:

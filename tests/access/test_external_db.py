@@ -176,3 +176,30 @@ async def test_socket_db_host(
     server = await _db_server(db, make_server, db_host=f"socket:{path}")
     status, body = await api_for(server, http, "admin", ADMIN_PW).get("/clients-auth")
     assert status == 200 and [c["id"] for c in body["data"]] == ["client1"]
+
+
+async def test_read_only_database_refuses_writes_with_503(
+    server_db: TestDatabase, make_server: ServerFactory, http: aiohttp.ClientSession
+) -> None:
+    """A database that turned read-only (a replica, a hot standby): reads work, writes 503."""
+    db = await _filled(server_db)
+    assert db.server is not None
+    server = await _db_server(db, make_server)
+    admin = api_for(server, http, "admin", ADMIN_PW)
+    if db.engine == "mysql":
+        await db.server.run("SET GLOBAL read_only = 1")
+    else:
+        await db.server.run(f'ALTER DATABASE "{db.name}" SET default_transaction_read_only = on')
+        # Sessions opened from now on are read-only: end rportd's (it reconnects).
+        await db.server.run(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ?", [db.name]
+        )
+    try:
+        status, body = await admin.post("/clients-auth", json={"id": "new1", "password": "pw-new1"})
+        assert status == 503
+        assert "only takes reads now" in _names_database(body, db)
+        assert (await admin.get("/clients-auth"))[0] == 200
+    finally:
+        if db.engine == "mysql":
+            await db.server.run("SET GLOBAL read_only = 0")
+    assert await db.run("SELECT id FROM clients_auth") == [("client1",)]
