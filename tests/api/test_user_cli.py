@@ -9,6 +9,8 @@ from pathlib import Path
 
 import bcrypt
 
+from tests.dbservers import TestDatabase
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -81,3 +83,29 @@ async def test_refusals_say_why(tmp_path: Path) -> None:
     code, _, err = await run_user(config, "delete", "-u", "nobody")
     assert code == 1 and "cannot find user by username 'nobody'" in err
     assert json.loads(users.read_text()) == []
+
+
+async def test_add_to_database_tables(server_db: TestDatabase, tmp_path: Path) -> None:
+    """``rportd user add`` writes to the tables of a MariaDB or PostgreSQL ``[database]``."""
+    db = server_db
+    await db.create_tables()
+    database = "\n".join(f"  {k} = {json.dumps(v)}" for k, v in db.section.items())
+    config = tmp_path / "rportd.conf"
+    config.write_text(
+        f"""[server]
+  auth = "c:secret"
+  data_dir = "{tmp_path}/data"
+[api]
+  address = "127.0.0.1:0"
+  auth_user_table = "users"
+  auth_group_table = "groups"
+[database]
+{database}
+"""
+    )
+    pw = "a-long-password-1"
+    code, out, err = await run_user(config, "add", "-u", "bob", "-g", "ops", stdin=f"{pw}\n{pw}\n")
+    assert code == 0 and "User added successfully." in out, err
+    [(hashed,)] = await db.run("SELECT password FROM users WHERE username = 'bob'")
+    assert bcrypt.checkpw(pw.encode(), ("$2b$" + hashed[4:]).encode())
+    assert await db.run(f"SELECT {db.q('group')} FROM {db.q('groups')}") == [("ops",)]
