@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -98,6 +98,7 @@ class Api:
 
 
 ServerFactory = Callable[..., Awaitable[RportServer]]
+DbServerT = TypeVar("DbServerT", MariaDbServer, PostgresServer)
 
 
 @pytest.fixture
@@ -145,26 +146,24 @@ def api(server: RportServer, http: aiohttp.ClientSession) -> Api:
 # --- external databases ([database]): real MariaDB and PostgreSQL servers ---------------
 
 
-@pytest.fixture(scope="session")
-def mariadb() -> Iterator[MariaDbServer]:
-    """One MariaDB server for the session."""
-    server = MariaDbServer()
+def _running(server: DbServerT) -> Iterator[DbServerT]:
     try:
         server.start()
         yield server
     finally:
         server.remove()
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDbServer]:
+    """One MariaDB server for the session."""
+    yield from _running(MariaDbServer())
 
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     """One PostgreSQL server for the session."""
-    server = PostgresServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.remove()
+    yield from _running(PostgresServer())
 
 
 def db_server(request: pytest.FixtureRequest, engine: str) -> DbServer | None:
