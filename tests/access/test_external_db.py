@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import pyotp
 import pytest
 
 from rportd.app import RportServer, StartupError
@@ -203,3 +204,23 @@ async def test_read_only_database_refuses_writes_with_503(
         if db.engine == "mysql":
             await db.server.run("SET GLOBAL read_only = 0")
     assert await db.run("SELECT id FROM clients_auth") == [("client1",)]
+
+
+async def test_totp_secret_kept_in_the_users_table(
+    external_db: TestDatabase, make_server: ServerFactory, http: aiohttp.ClientSession
+) -> None:
+    """With TOTP on, the key lives in ``totp_secret`` of each engine's users table."""
+    db = await make_users_db(external_db, [("admin", ADMIN_PW, ["Administrators"])])
+    server = await make_server(**db_sections(db, totp_enabled=True))
+    anonymous = api_for(server, http, "", "").with_token("")
+    status, body = await anonymous.post("/login", json={"username": "admin", "password": ADMIN_PW})
+    assert status == 200 and body["data"]["two_fa"]["totp_key_status"] == "pending"
+    pending = anonymous.with_token(body["data"]["token"])
+    status, secret = await pending.post("/me/totp-secret")
+    assert status == 200
+    [(stored,)] = await db.run("SELECT totp_secret FROM users WHERE username = 'admin'")
+    assert stored.startswith("otpauth://totp/") and f"secret={secret['secret']}" in stored
+    code = pyotp.TOTP(secret["secret"]).now()
+    status, body = await pending.post("/verify-2fa", json={"username": "admin", "token": code})
+    assert status == 200
+    assert (await anonymous.with_token(body["data"]["token"]).get("/me"))[0] == 200
