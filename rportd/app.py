@@ -7,7 +7,7 @@ import logging
 import os
 import secrets
 import ssl
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Protocol
@@ -109,6 +109,7 @@ class RportServer:
         self.fingerprint = self.host_key.fingerprint
         self.databases: dict[str, Database] = {}
         self.external_db: SqlDatabase | None = None
+        self._unchecked_tables = False  # [database] did not answer at start
         self.credentials: ClientCredentials
         self.users: UserStore | None = None
         self.sessions: ApiSessionStore | None = None
@@ -172,15 +173,20 @@ class RportServer:
             await db.open()
         except DatabaseUnavailable as exc:
             log.error("%s; requests that need it fail (503) until it answers", exc)
+            self._unchecked_tables = True
         except Exception as exc:
             raise StartupError(f"cannot open [database] {db.label}: {exc}") from exc
         else:
             log.info("[database]: connected to %s", db.label)
         return db
 
-    @staticmethod
-    async def _check_tables(check: Awaitable[None], what: str, hint: str = "") -> None:
+    async def _check_tables(
+        self, check: Coroutine[Any, Any, None], what: str, hint: str = ""
+    ) -> None:
         """Refuse to start when tables or columns are missing (not when the server is down)."""
+        if self._unchecked_tables:
+            check.close()  # the database did not answer at start: do not wait for it again
+            return
         try:
             await check
         except DatabaseUnavailable as exc:
