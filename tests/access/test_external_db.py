@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,7 +17,9 @@ import pyotp
 import pytest
 
 from rportd.app import RportServer, StartupError
+from rportd.config import DatabaseConfig
 from rportd.store import external
+from tests import dbservers
 from tests.access.conftest import ADMIN_PW, api_for, db_sections, make_users_db, sim_config
 from tests.conftest import ServerFactory
 from tests.dbservers import TcpGate, TestDatabase
@@ -165,7 +168,10 @@ async def test_unreachable_host_then_reachable(
 
 
 async def test_socket_db_host(
-    server_db: TestDatabase, make_server: ServerFactory, http: aiohttp.ClientSession
+    server_db: TestDatabase,
+    make_server: ServerFactory,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
 ) -> None:
     """``db_host = "socket:/path"``: MariaDB's socket file, PostgreSQL's socket directory."""
     db = await _filled(server_db)
@@ -177,6 +183,22 @@ async def test_socket_db_host(
     server = await _db_server(db, make_server, db_host=f"socket:{path}")
     status, body = await api_for(server, http, "admin", ADMIN_PW).get("/clients-auth")
     assert status == 200 and [c["id"] for c in body["data"]] == ["client1"]
+    if db.engine == "postgres":  # the socket's directory, libpq style, on the default port
+        default = tmp_path / "run-postgresql"
+        default.mkdir()
+        (default / ".s.PGSQL.5432").symlink_to(path)
+        config = DatabaseConfig(**{**db.section, "db_host": f"socket:{default}"})
+        direct = external.ServerDatabase(config)
+        try:
+            await direct.open()
+            assert await direct.fetch_all("SELECT id FROM clients_auth") == [{"id": "client1"}]
+        finally:
+            await direct.close()
+
+
+def test_missing_server_binary_fails_naming_the_setup_script(tmp_path: Path) -> None:
+    with pytest.raises(pytest.fail.Exception, match=r"tests/setup/system-packages\.sh"):
+        dbservers._need(tmp_path / "mariadbd")
 
 
 async def test_read_only_database_refuses_writes_with_503(
