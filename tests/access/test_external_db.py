@@ -22,7 +22,7 @@ from rportd.store import external
 from tests import dbservers
 from tests.access.conftest import ADMIN_PW, api_for, db_sections, make_users_db, sim_config
 from tests.conftest import ServerFactory
-from tests.dbservers import TcpGate, TestDatabase
+from tests.dbservers import MariaDbServer, TcpGate, TestDatabase
 from tests.simulator import RportClientSim
 
 
@@ -176,10 +176,11 @@ async def test_socket_db_host(
     """``db_host = "socket:/path"``: MariaDB's socket file, PostgreSQL's socket directory."""
     db = await _filled(server_db)
     server_proc = db.server
-    assert server_proc is not None
-    path = getattr(server_proc, "socket", None) or getattr(server_proc, "socket_dir", "")
-    if db.engine == "postgres":
-        path = f"{path}/.s.PGSQL.{server_proc.port}"
+    if isinstance(server_proc, MariaDbServer):
+        path = server_proc.socket
+    else:
+        assert server_proc is not None
+        path = f"{server_proc.socket_dir}/.s.PGSQL.{server_proc.port}"
     server = await _db_server(db, make_server, db_host=f"socket:{path}")
     status, body = await api_for(server, http, "admin", ADMIN_PW).get("/clients-auth")
     assert status == 200 and [c["id"] for c in body["data"]] == ["client1"]
