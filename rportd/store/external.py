@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from rportd.config import DatabaseConfig
 from rportd.store.database import Database, SqlDatabase
@@ -112,7 +112,13 @@ class ServerDatabase(SqlDatabase):
 
     async def open(self) -> None:
         """Create the pool and try one connection (``DatabaseUnavailable`` if it fails)."""
-        self._engine = create_async_engine(
+        self._engine = self._create_engine()
+        # Reads need no transaction: their own pool in autocommit saves its round trips.
+        self._reader = self._create_engine(isolation_level="AUTOCOMMIT")
+        await self.fetch_all("SELECT 1")
+
+    def _create_engine(self, **options: Any) -> AsyncEngine:
+        return create_async_engine(
             URL.create(DRIVERS[self.config.db_type]),
             connect_args=self._connect_args(),
             pool_size=self.pool_size,
@@ -120,8 +126,8 @@ class ServerDatabase(SqlDatabase):
             pool_timeout=self.operation_timeout,
             pool_pre_ping=True,  # a connection the server dropped (restart) is replaced
             pool_recycle=1800,  # below MySQL's wait_timeout and most firewalls' idle limits
+            **options,
         )
-        await self.fetch_all("SELECT 1")
 
     @asynccontextmanager
     async def _connection(self, write: bool) -> AsyncIterator[AsyncConnection]:
