@@ -7,7 +7,7 @@ import logging
 import os
 import secrets
 import ssl
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Protocol
@@ -63,9 +63,10 @@ from rportd.metrics.instruments import Metrics
 from rportd.monitoring.store import MeasurementStore
 from rportd.schedules.runner import ScheduleRunner
 from rportd.schedules.store import ScheduleStore
-from rportd.store.changes import ReplicatedDataset
+from rportd.store.changes import ReplicatedDataset, WriteGuard
 from rportd.store.clients import ClientRepository
-from rportd.store.database import Database
+from rportd.store.database import Database, SqlDatabase
+from rportd.store.external import DatabaseUnavailable, error_reason, external_database
 from rportd.tunnels.ports import PortPool
 from rportd.tunnels.service import TunnelService, TunnelSettings
 from rportd.tunnels.stored import StoredTunnelStore
@@ -112,7 +113,8 @@ class RportServer:
         self.host_key = HostKey(config.server.key_seed)
         self.fingerprint = self.host_key.fingerprint
         self.databases: dict[str, Database] = {}
-        self.external_db: Database | None = None
+        self.external_db: SqlDatabase | None = None
+        self._unchecked_tables = False  # [database] did not answer at start
         self.credentials: ClientCredentials
         self.users: UserStore | None = None
         self.sessions: ApiSessionStore | None = None
@@ -131,6 +133,7 @@ class RportServer:
         self.measurements: MeasurementStore | None = None
         self.uploads: UploadService | None = None
         self.replicated: dict[str, ReplicatedDataset] = {}
+        self.db_replicated: dict[str, ReplicatedDataset] = {}
         self.ha: HAController | None = None
         self.sync_sources: dict[str, SyncSource] = {}
         self.syncback: SyncBack | None = None
@@ -165,22 +168,40 @@ class RportServer:
             self._stack.push_async_callback(db.close)
         return self.databases[filename]
 
-    async def _open_external_db(self) -> Database | None:
+    async def _open_external_db(self) -> SqlDatabase | None:
+        """The ``[database]`` DB; a server that does not answer yet is not fatal."""
         cfg = self.config.database
         if not cfg.db_type:
             return None
-        if cfg.db_type != "sqlite":
-            raise StartupError(
-                f"[database] db_type = {cfg.db_type!r} is not supported by this server yet: "
-                "use db_type = 'sqlite' with db_name = the path of the SQLite file"
-            )
-        db = Database(cfg.db_name, None, wal=self.config.server.sqlite_wal)
+        try:
+            db = external_database(cfg, wal=self.config.server.sqlite_wal)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from exc
+        self._stack.push_async_callback(db.close)
         try:
             await db.open()
+        except DatabaseUnavailable as exc:
+            log.error("%s; requests that need it fail (503) until it answers", exc)
+            self._unchecked_tables = True
         except Exception as exc:
-            raise StartupError(f"cannot open [database] db_name {cfg.db_name!r}: {exc}") from exc
-        self._stack.push_async_callback(db.close)
+            raise StartupError(f"cannot open [database] {db.label}: {exc}") from exc
+        else:
+            log.info("[database]: connected to %s", db.label)
         return db
+
+    async def _check_tables(
+        self, check: Coroutine[Any, Any, None], what: str, hint: str = ""
+    ) -> None:
+        """Refuse to start when tables or columns are missing (not when the server is down)."""
+        if self._unchecked_tables:
+            check.close()  # the database did not answer at start: do not wait for it again
+            return
+        try:
+            await check
+        except DatabaseUnavailable as exc:
+            log.error("cannot check %s yet: %s", what, exc)
+        except Exception as exc:
+            raise StartupError(f"{what}: {error_reason(exc)}{hint}") from exc
 
     async def _client_credentials(self) -> ClientCredentials:
         srv = self.config.server
@@ -195,12 +216,10 @@ class RportServer:
             return creds
         assert self.external_db is not None
         table = TableCredentials(self.external_db, srv.auth_table)
-        try:
-            await table.check()
-        except Exception as exc:
-            raise StartupError(
-                f"[server] auth_table {srv.auth_table!r} must have columns id and password: {exc}"
-            ) from exc
+        await self._check_tables(
+            table.check(),
+            f"[server] auth_table {srv.auth_table!r} must have columns id and password",
+        )
         return table
 
     async def _user_store(self) -> UserStore | None:
@@ -222,6 +241,14 @@ class RportServer:
                 with_two_fa=bool(api.two_fa_token_delivery),
                 with_totp=api.totp_enabled,
             )
+        if isinstance(store, DbUserStore):
+            hint = ""
+            if api.two_fa_token_delivery or api.totp_enabled:
+                hint = (
+                    " (with 2FA the users table needs column two_fa_send_to, with TOTP totp_secret)"
+                )
+            await self._check_tables(store.load(), "cannot load API users", hint)
+            return store
         try:
             await store.load()
         except Exception as exc:
@@ -421,17 +448,26 @@ class RportServer:
         )
 
     def _collect_replicated(self) -> None:
-        """Every store of operator-created data, by data set name."""
+        """Every store of operator-created data, by data set name.
+
+        Tables in a database server every node shares (or reads a replica of) are
+        replicated by that database: they go to :attr:`db_replicated` instead.
+        """
         self.replicated[self.stored_tunnels.dataset] = self.stored_tunnels
+        in_db = self.replicated
+        if self.external_db is not None and self.external_db.shared:
+            in_db = self.db_replicated
         if self.credentials.writable:
-            self.replicated[self.credentials.dataset] = self.credentials
+            target = in_db if isinstance(self.credentials, TableCredentials) else self.replicated
+            target[self.credentials.dataset] = self.credentials
         if self.sessions is not None:
             self.replicated[self.sessions.dataset] = self.sessions
         if self.users is not None and self.users.writable:
-            self.replicated[self.users.dataset] = self.users
+            target = in_db if isinstance(self.users, DbUserStore) else self.replicated
+            target[self.users.dataset] = self.users
             if isinstance(self.users, DbUserStore) and self.users.group_permissions_enabled:
                 groups = UserGroupsDataset(self.users)
-                self.replicated[groups.dataset] = groups
+                in_db[groups.dataset] = groups
         if self.api_tokens is not None:
             self.replicated[self.api_tokens.dataset] = self.api_tokens
         self.replicated[self.client_groups.dataset] = self.client_groups
@@ -462,8 +498,8 @@ class RportServer:
         cfg = self.config
         ha_db = await self.database("ha.db", "ha")
         changelog = ChangeLog(ha_db, epoch=lambda: self.ha.epoch if self.ha else 0)
-        sources = list(self.databases.values())
-        if self.external_db is not None:
+        sources: list[SqlDatabase] = list(self.databases.values())
+        if self.external_db is not None and not self.external_db.shared:
             sources.append(self.external_db)
         await changelog.open(sources)
         if cfg.ha.synchronous:
@@ -477,6 +513,8 @@ class RportServer:
         self.clients.deleted_listeners.append(client_tunnels.forget)
         for dataset in self.replicated.values():
             dataset.changes = changelog
+        for dataset in self.db_replicated.values():
+            dataset.changes = WriteGuard(changelog)
         self.ha = HAController(
             cfg.ha,
             self.data_dir,
@@ -599,12 +637,12 @@ class RportServer:
         refusal = self.ha.serve_refusal() if self.ha is not None else None
         if refusal:
             reasons.append(refusal)
-        databases = list(self.databases.values())
+        databases: list[SqlDatabase] = list(self.databases.values())
         if self.external_db is not None:
             databases.append(self.external_db)
         for db in databases:
             if db.write_error:
-                reasons.append(f"database {db.path.name} is not writable: {db.write_error}")
+                reasons.append(f"{db.label} is not writable: {db.write_error}")
         if not os.access(self.data_dir, os.W_OK):
             reasons.append(f"data_dir {self.data_dir} is not writable")
         return reasons

@@ -15,6 +15,7 @@ from rportd.api.security import check_token_scope
 from rportd.auth.accounts import AccountError
 from rportd.ha.changelog import ReadOnlyReplica, WriteNotReplicated, tracking_changes
 from rportd.httputil import client_ip
+from rportd.store.external import DatabaseError, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,12 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except WriteNotReplicated as exc:
         log.warning("API %s %s: %s", request.method, request.path, exc)
         return json_response(ApiError(503, str(exc)).to_json(), 503)
+    except DatabaseUnavailable as exc:
+        log.warning("API %s %s: %s", request.method, request.path, exc)
+        return json_response(ApiError(503, str(exc)).to_json(), 503)
+    except DatabaseError as exc:
+        log.error("API %s %s: %s", request.method, request.path, exc)
+        return json_response(ApiError(500, str(exc)).to_json(), 500)
     except web.HTTPRequestEntityTooLarge:
         return web.Response(
             status=400,

@@ -16,6 +16,7 @@ from asyncssh.session import SSHSession
 
 from rportd.clients.registry import RegistrationError
 from rportd.gotypes import go_dumpb, utcnow
+from rportd.store.external import DatabaseError
 from rportd.tunnels.service import TunnelError
 from rportd.wire.messages import (
     CheckPortResult,
@@ -78,7 +79,15 @@ class ClientConnection(asyncssh.SSHServer):
             )
             svc.metrics.client_refused.labels("login_wait").inc()
             return False
-        expected = await svc.credentials.lookup(username)
+        try:
+            expected = await svc.credentials.lookup(username)
+        except DatabaseError as exc:
+            # Not the client's fault: no failed login counted, and it retries later.
+            log.error(
+                "client auth %r from %s: cannot check credentials: %s", username, self.ip, exc
+            )
+            self._close_soon()
+            return False
         if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
             log.info(
                 "client authentication failed for %r from %s",

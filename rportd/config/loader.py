@@ -715,12 +715,20 @@ def _validate_2fa(config: Config) -> None:
 
 
 def _validate_database(config: Config) -> None:
-    db_type = config.database.db_type
-    if db_type not in ("", "mysql", "sqlite"):
+    database = config.database
+    db_type = database.db_type
+    if db_type not in ("", "mysql", "postgres", "sqlite"):
         raise ConfigError(
-            f"invalid 'db_type', expected 'mysql' or 'sqlite', got \"{db_type}\"",
+            f"invalid 'db_type', expected 'mysql', 'postgres' or 'sqlite', got \"{db_type}\"",
             "database.db_type",
         )
+    if database.on_server:
+        try:
+            database.endpoint()
+        except ValueError as exc:
+            raise ConfigError(
+                f"invalid 'db_host' {database.db_host!r}: {exc}", "database.db_host"
+            ) from None
 
 
 def _validate_server_limits(config: Config) -> None:

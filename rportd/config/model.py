@@ -177,6 +177,65 @@ class DatabaseConfig:
         """True when a database is configured."""
         return bool(self.db_type)
 
+    @property
+    def on_server(self) -> bool:
+        """True for a database server (MySQL/MariaDB, PostgreSQL), not a SQLite file."""
+        return self.db_type in DB_SERVER_PORTS
+
+    def endpoint(self) -> DbEndpoint:
+        """Where the database server listens, from ``db_host`` (``ValueError`` if malformed).
+
+        ``host:port``, ``host`` (the engine's default port), ``[v6]:port`` or
+        ``socket:/path``; empty: the engine's default (127.0.0.1 for MySQL, as
+        upstream's driver; the driver's default for PostgreSQL).
+        """
+        default_port = DB_SERVER_PORTS[self.db_type]
+        raw = self.db_host.strip()
+        if raw.startswith(DB_SOCKET_PREFIX):
+            path = raw[len(DB_SOCKET_PREFIX) :]
+            if not path.startswith("/"):
+                raise ValueError(f"expected an absolute path after {DB_SOCKET_PREFIX!r}")
+            return DbEndpoint(socket=path)
+        if not raw:
+            host = "127.0.0.1" if self.db_type == "mysql" else None
+            return DbEndpoint(host=host, port=default_port)
+        host, port = raw, default_port
+        if raw.startswith("["):
+            host, sep, tail = raw[1:].partition("]")
+            if not sep or (tail and not tail.startswith(":")):
+                raise ValueError("expected [ipv6-address]:port")
+            port_text = tail[1:]
+        elif raw.count(":") == 1:
+            host, _, port_text = raw.partition(":")
+        else:
+            port_text = ""
+        if port_text:
+            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                raise ValueError(f"invalid port {port_text!r}")
+            port = int(port_text)
+        if not host:
+            raise ValueError("expected host:port or socket:/path")
+        return DbEndpoint(host=host, port=port)
+
+
+DB_SOCKET_PREFIX = "socket:"
+DB_SERVER_PORTS = {"mysql": 3306, "postgres": 5432}
+
+
+@dataclass(frozen=True)
+class DbEndpoint:
+    """A database server's address: ``host`` and ``port``, or a unix ``socket`` path."""
+
+    host: str | None = None
+    port: int | None = None
+    socket: str | None = None
+
+    def __str__(self) -> str:
+        if self.socket:
+            return f"socket {self.socket}"
+        host = self.host or "localhost"
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
 
 @dataclass
 class CaddyConfig:

@@ -30,7 +30,7 @@ from typing import Any
 from rportd.config.types import format_go_duration
 from rportd.gotypes import format_db_time, utcnow
 from rportd.store.changes import Document
-from rportd.store.database import Database, Transaction
+from rportd.store.database import Database, SqlDatabase, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class ChangeLog:
     def __init__(self, own: Database, epoch: Callable[[], int]) -> None:
         self.own = own
         self._epoch = epoch
-        self._sources: list[Database] = [own]
+        self._sources: list[SqlDatabase] = [own]
         self._lock = asyncio.Lock()
         self._committed = asyncio.Condition()
         self._next_seq = 1
@@ -169,7 +169,7 @@ class ChangeLog:
         self._replicas: dict[int, Replica] = {}
         self._replicated_waiters: list[tuple[int, asyncio.Future[None]]] = []
 
-    async def open(self, sources: Iterable[Database]) -> None:
+    async def open(self, sources: Iterable[SqlDatabase]) -> None:
         """Create the log tables and find where the log stands."""
         for db in sources:
             if db not in self._sources:

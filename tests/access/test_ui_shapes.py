@@ -12,6 +12,7 @@ import pytest
 
 from tests.access.conftest import BOB_PW, api_for, db_sections, make_users_db
 from tests.conftest import ServerFactory
+from tests.dbservers import sqlite_database
 
 ADMIN_PW = "admin-password-123"
 
@@ -19,8 +20,8 @@ ADMIN_PW = "admin-password-123"
 async def test_status_and_permissions_keys_in_go_map_order(
     make_server: ServerFactory, tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
-    db = make_users_db(
-        tmp_path / "users.db",
+    db = await make_users_db(
+        sqlite_database(tmp_path),
         [("admin", ADMIN_PW, ["Administrators"]), ("bob", BOB_PW, ["Users"])],
         {"Users": {"tunnels": True, "commands": True}},
     )
@@ -56,12 +57,12 @@ async def test_status_and_permissions_keys_in_go_map_order(
 async def test_restricted_permissions_as_stored(
     make_server: ServerFactory, tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
-    db = make_users_db(
-        tmp_path / "users.db",
+    db = await make_users_db(
+        sqlite_database(tmp_path),
         [("admin", ADMIN_PW, ["Administrators"]), ("bob", BOB_PW, ["Users", "Ops"])],
         {"Users": {"tunnels": True}, "Ops": {"commands": True}, "Empty": {}},
     )
-    with sqlite3.connect(db) as con:  # upstream's documented table has these columns
+    with sqlite3.connect(db.name) as con:  # upstream's documented table has these columns
         for column in ("tunnels_restricted", "commands_restricted"):
             con.execute(f"ALTER TABLE group_details ADD COLUMN {column} TEXT DEFAULT '{{}}'")
         con.execute(
