@@ -135,7 +135,12 @@ class Coordinator:
         return self._lease.deadline(self._margin) if self._lease is not None else None
 
     def on_change(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (on the loop, not awaited) whenever :meth:`holding` flips."""
+        """Call ``callback`` (on the loop, not awaited) whenever :meth:`holding` flips.
+
+        A loss by deadline is reported by a timer at the deadline, so the callback may
+        run a moment after :meth:`holding` already reads False: check :meth:`holding`
+        itself before each act that needs leadership.
+        """
         self._callbacks.append(callback)
 
     # --- session ---------------------------------------------------------------------
@@ -173,6 +178,8 @@ class Coordinator:
         async with self._acquiring:
             if self.holding():
                 return True
+            if self._lease is not None:  # the deadline passed before its timer ran
+                self._lose(self._missed_deadline())
             try:
                 return await self._acquire(value)
             except (CoordinatorUnavailable, EtcdError, LookupError) as exc:
