@@ -13,6 +13,8 @@ from rportd.ha.coordinator import Coordinator, CoordinatorUnavailable
 from tests import etcd as etcd_module
 from tests.etcd import EtcdCluster
 
+pytestmark = pytest.mark.ha
+
 TTL = 2.0  # the smallest etcd grants with the test cluster's 1 s election timeout
 REQUEST_TIMEOUT = 0.3
 
@@ -23,10 +25,14 @@ class Watched:
     def __init__(self, coordinator: Coordinator) -> None:
         self.c = coordinator
         self.flips: list[tuple[float, bool]] = []
+        self.lost = asyncio.Event()
         coordinator.on_change(self._record)
 
     def _record(self) -> None:
-        self.flips.append((time.monotonic(), self.c.holding()))
+        holding = self.c.holding()
+        self.flips.append((time.monotonic(), holding))
+        if not holding:
+            self.lost.set()
 
     def lost_at(self) -> float | None:
         return next((at for at, holding in self.flips if not holding), None)
@@ -175,6 +181,27 @@ async def test_cut_off_holder_stops_before_another_node_takes_over(
         f"\ncut {direction}: holder stopped {a_lost - cut_at:.2f} s after the cut, "
         f"the other took over {b_began - a_lost:.2f} s later"
     )
+
+
+async def test_without_a_quorum_nobody_holds(etcd: EtcdCluster, coordinators: Factory) -> None:
+    a = coordinators(etcd.endpoints, "a")
+    b = coordinators(etcd.endpoints, "b")
+    await a.c.start()
+    await b.c.start()
+    assert await a.c.try_acquire("node-a")
+    etcd.members[1].kill()
+    etcd.members[2].kill()
+    await asyncio.wait_for(a.lost.wait(), TTL * 2)  # not holding without an etcd quorum
+    assert not a.c.holding()
+    assert not await b.c.try_acquire("node-b")
+    with pytest.raises(CoordinatorUnavailable):
+        await b.c.leader()
+
+    await etcd.restart(1)
+    await etcd.restart(2)
+    await acquire_eventually(b, "node-b")
+    assert b.c.epoch > a.c.epoch
+    assert not await a.c.try_acquire("node-a")
 
 
 async def test_paused_holder_loses_leadership(etcd: EtcdCluster, coordinators: Factory) -> None:
