@@ -6,8 +6,8 @@ The key's ``create_revision`` is the *epoch*: etcd's cluster-wide revision, so e
 holder's epoch is higher than every earlier one (a fencing token).
 
 Why a holder never overlaps the next one: etcd expires a lease no earlier than TTL
-after it granted or renewed it, and that is no earlier than when this node *sent* the
-request. So :meth:`Coordinator.holding` is true only until (monotonic time at which the
+after it granted or renewed it (a new etcd leader only extends leases), and that is no
+earlier than when this node *sent* the request. So :meth:`Coordinator.holding` is true only until (monotonic time at which the
 last successful grant/keep-alive was sent) + TTL - margin, on this node's own
 ``time.monotonic()``; no wall clock is compared with another machine's. A holder cut off
 from etcd stops holding before etcd can free the key for someone else.
@@ -15,7 +15,7 @@ from etcd stops holding before etcd can free the key for someone else.
 Client: etcd's own v3 JSON gateway (``/v3/...`` on every member's client port since etcd
 3.4) over aiohttp, which rportd already uses. The choice among PyPI clients:
 ``aetcd`` (maintained, asyncio) needs grpcio and protobuf, two large native packages, for
-the five unary calls used here; ``etcd3``/python-etcd3 has had no release since 2020 and
+the five calls used here (lease grant, keep-alive and revoke, txn, range); ``etcd3``/python-etcd3 has had no release since 2020 and
 is synchronous; ``etcd3gw`` (maintained) is synchronous (requests), so it would block the
 event loop or need threads; ``async-etcd3gw`` has had no release since 2023. The gateway
 needs no new dependency, and the code controls exactly what the safety argument rests on:
@@ -171,6 +171,8 @@ class Coordinator:
     async def try_acquire(self, value: str) -> bool:
         """Take the key if it is free; True if this node now holds it.
 
+        ``value`` is what :meth:`leader` shows others (kept as it was while held).
+
         Never raises for etcd trouble: False, with the reason in :attr:`last_error`.
         A holding is renewed in the background until :meth:`resign`, :meth:`stop`
         or a lost lease.
@@ -248,7 +250,9 @@ class Coordinator:
         self._renewer = asyncio.create_task(self._renew(lease), name="etcd lease keep-alive")
         self._tasks.add(self._renewer)
         self._renewer.add_done_callback(self._tasks.discard)
-        log.info("took leadership %r (epoch %d, lease %s)", self.key, epoch, lease.id)
+        log.info(
+            "%s took leadership %r (epoch %d, lease %s)", self.node_id, self.key, epoch, lease.id
+        )
         self._flipped()
 
     def _end(self, reason: str) -> None:
@@ -263,7 +267,9 @@ class Coordinator:
         renewer, self._renewer = self._renewer, None
         if renewer is not None and renewer is not asyncio.current_task():
             renewer.cancel()
-        log.warning("gave up leadership %r (epoch %d): %s", self.key, self._epoch, reason)
+        log.warning(
+            "%s gave up leadership %r (epoch %d): %s", self.node_id, self.key, self._epoch, reason
+        )
         self._flipped()
 
     def _lose(self, reason: str) -> None:
