@@ -5,7 +5,8 @@
 boolean ``admitting``. A node that does not answer 200 within the period admits nobody
 (hung, dead or refusing). Each sample's states hold until the next sample, so
 :attr:`AdmissionChecker.both_admitting_seconds` is the time during which two or more
-nodes admitted, to within one period. A 200 reply without a boolean ``admitting`` is an
+nodes admitted, to within one period; :attr:`AdmissionChecker.unanswered` counts the
+samples each node missed (a slow node can hide an overlap: assert it stays small). A 200 reply without a boolean ``admitting`` is an
 error raised on exit, so a test cannot pass by reading nothing.
 """
 
@@ -53,6 +54,8 @@ class AdmissionChecker:
         self.auth = aiohttp.encode_basic_auth(*auth)
         self.samples: list[Sample] = []
         self.errors: list[str] = []
+        # Samples per node without a 200 answer in time: a slow node hides overlaps.
+        self.unanswered: dict[str, int] = dict.fromkeys(self.nodes, 0)
         self.ended_at: float | None = None
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
@@ -83,21 +86,24 @@ class AdmissionChecker:
         next_at = time.monotonic()
         while True:
             at = time.monotonic()
-            states = await asyncio.gather(*(self._admitting(url) for url in self.nodes.values()))
+            states = await asyncio.gather(*(self._admitting(name) for name in self.nodes))
             self.samples.append(Sample(at, dict(zip(self.nodes, states, strict=True))))
             next_at = max(next_at + self.period, time.monotonic())
             await asyncio.sleep(next_at - time.monotonic())
 
-    async def _admitting(self, url: str) -> bool:
+    async def _admitting(self, name: str) -> bool:
         assert self._session is not None
+        url = self.nodes[name]
         try:
             async with self._session.get(
                 url + STATUS_PATH, timeout=aiohttp.ClientTimeout(total=self.period)
             ) as resp:
                 if resp.status != 200:
+                    self.unanswered[name] += 1
                     return False
                 body: Any = await resp.json(content_type=None)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            self.unanswered[name] += 1
             return False
         data = body.get("data") if isinstance(body, dict) else None
         admitting = data.get("admitting") if isinstance(data, dict) else None
@@ -146,8 +152,9 @@ class AdmissionChecker:
                 previous = sample.admitters
                 who = ", ".join(previous) or "nobody"
                 lines.append(f"+{sample.at - start:7.2f}s  admitting: {who}")
+        silent = ", ".join(f"{name} {count}" for name, count in self.unanswered.items())
         lines.append(
-            f"{len(self.samples)} samples; two or more admitting for "
+            f"{len(self.samples)} samples (unanswered: {silent}); two or more admitting for "
             f"{self.both_admitting_seconds:.2f} s"
         )
         return "\n".join(lines)
