@@ -6,8 +6,9 @@ boolean ``admitting``. A node that does not answer 200 within the period admits 
 (hung, dead or refusing). Each sample's states hold until the next sample, so
 :attr:`AdmissionChecker.both_admitting_seconds` is the time during which two or more
 nodes admitted, to within one period; :attr:`AdmissionChecker.unanswered` counts the
-samples each node missed (a slow node can hide an overlap: assert it stays small). A 200 reply without a boolean ``admitting`` is an
-error raised on exit, so a test cannot pass by reading nothing.
+samples each node missed (a slow node can hide an overlap: assert it stays small). A 200
+reply without a boolean ``admitting`` is an error raised on exit, so a test cannot pass
+by reading nothing.
 """
 
 from __future__ import annotations
