@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 
 from rportd.ha.coordinator import Coordinator, CoordinatorUnavailable
-from tests import etcd as etcd_module
 from tests.etcd import EtcdCluster
 
 pytestmark = pytest.mark.ha
@@ -225,11 +223,3 @@ async def test_paused_holder_loses_leadership(etcd: EtcdCluster, coordinators: F
     assert not a.c.holding()
     assert [holding for _, holding in a.flips] == [True, False]
     assert not await a.c.try_acquire("node-a")
-
-
-def test_missing_etcd_binary_fails_with_the_fix(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(etcd_module, "ETCD", str(tmp_path / "no-etcd"))
-    with pytest.raises(pytest.fail.Exception, match=r"tests/setup/system-packages\.sh"):
-        etcd_module.etcd_binary()
