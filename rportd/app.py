@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import ssl
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Protocol
@@ -71,6 +72,7 @@ from rportd.vault.service import Vault
 from rportd.wire.hostkey import HostKey
 from rportd.wire.listener import ClientListener
 from rportd.wire.ssh import server_options
+from rportd.wire.websocket import WebSocketTransport
 
 log = logging.getLogger(__name__)
 
@@ -416,6 +418,13 @@ class RportServer:
         """
         return self.ha is None or self.ha.state == ACTIVE
 
+    def _client_websockets(self) -> Iterator[tuple[str, WebSocketTransport]]:
+        """Connected clients and the WebSockets they run over (HA pings them)."""
+        for client in self.clients.registry.connected():
+            ws = client.connection.websocket if client.connection is not None else None
+            if ws is not None:
+                yield client.id, ws
+
     async def _start_ha(self) -> None:
         cfg = self.config
         ha_db = await self.database("ha.db", "ha")
@@ -433,7 +442,9 @@ class RportServer:
             self.replicated,
             connected_clients=lambda: self.clients.registry.connected_count,
             disconnect_clients=self.clients.close_all,
+            client_connections=self._client_websockets,
             drain_grace=cfg.ha.drain_grace,
+            lobby_hold=cfg.ha.knock_hold,
         )
         outbox = Outbox(ha_db, enabled=lambda: self.ha is not None and self.ha.role == SECONDARY)
         await outbox.open()
@@ -448,6 +459,7 @@ class RportServer:
         self.jobs.repo.write_listeners.append(outbox.note)
         self.syncback = SyncBack(outbox, self.sync_sources, self.ha.peers)
         self.ha.sync_back = self.syncback.push
+        self.clients.admission = self.ha.admit_client
         mirror = FileMirror(changelog, self.replicated)
         await mirror.seed()
         await self.ha.start()

@@ -60,6 +60,7 @@ class FaultProxy:
         for event in self._open.values():
             event.set()
         self._server: asyncio.Server | None = None
+        self._refusing = False
         self._links: set[_Link] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -109,8 +110,13 @@ class FaultProxy:
         for link in list(self._links):
             link.reset()
 
+    def refuse(self) -> None:
+        """Answer new connections with RST, as a closed port does (REJECT)."""
+        self._refusing = True
+
     def heal(self) -> None:
-        """Lift cuts and delay: held bytes and held connections go through."""
+        """Lift cuts, refusal and delay: held bytes and held connections go through."""
+        self._refusing = False
         self.latency = 0.0
         for event in self._open.values():
             event.set()
@@ -136,6 +142,9 @@ class FaultProxy:
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         link = _Link(client_w)
+        if self._refusing:
+            link.reset()
+            return
         self._links.add(link)
         try:
             await self._wait_connectable()

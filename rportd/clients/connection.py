@@ -27,6 +27,7 @@ from rportd.wire.messages import (
     encode_remotes,
 )
 from rportd.wire.ssh import Failure, Reply, RequestFailed, RportServerConnection
+from rportd.wire.websocket import WebSocketTransport
 
 if TYPE_CHECKING:
     from rportd.clients.model import Client
@@ -102,6 +103,12 @@ class ClientConnection(asyncssh.SSHServer):
             self.service.on_disconnect(self, self.client)
 
     # --- requests from the client ------------------------------------------------------
+
+    @property
+    def websocket(self) -> WebSocketTransport | None:
+        """The WebSocket this connection runs over (for pings below SSH)."""
+        transport = self.ssh.get_extra_info("websocket")
+        return transport if isinstance(transport, WebSocketTransport) else None
 
     @property
     def peer_host(self) -> str:

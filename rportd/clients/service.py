@@ -13,7 +13,7 @@ from rportd.auth.throttle import IpBan, LoginWait
 from rportd.clients.connection import ChannelHandler, ClientConnection, RequestHandler
 from rportd.clients.credentials import ClientCredentials
 from rportd.clients.model import Client
-from rportd.clients.registry import ClientRegistry
+from rportd.clients.registry import ClientRegistry, RegistrationError
 from rportd.gotypes import format_time, utcnow
 from rportd.tasks import BackgroundTask, run_to_end
 from rportd.tunnels.service import version_at_least
@@ -64,6 +64,8 @@ class ClientService:
         # Requests over max_request_bytes_client are not served; these may note the loss.
         self.oversized_request_handlers: dict[str, Callable[[ClientConnection, bytes], None]] = {}
         self.disconnect_listeners: list[Callable[[Client], None]] = []
+        # HA: whether this node serves a registering client now (None: it does).
+        self.admission: Callable[[str], Awaitable[str | None]] | None = None
         self.deleted_listeners: list[Callable[[str], Awaitable[None]]] = []
         self._forgotten: asyncio.Queue[str] = asyncio.Queue()  # deleted as they disconnected
         self._liveness = BackgroundTask(self._check_connections, "liveness")
@@ -82,6 +84,10 @@ class ClientService:
         conn.ssh.expect_stray_ping_reply = not version_at_least(
             request.version, (0, 9, 7)
         ) and version_at_least(request.version, (0, 8, 2))
+        if self.admission is not None:
+            refusal = await self.admission(request.id or conn.auth_id)
+            if refusal is not None:
+                raise RegistrationError(refusal)
         client, remotes = await self.registry.register(conn, conn.auth_id, request)
         return client, remotes
 

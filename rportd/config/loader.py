@@ -764,6 +764,12 @@ def _validate_ha(config: Config) -> None:
         )
     if ha.drain_grace < 0:
         raise ConfigError("invalid 'ha.drain_grace': must not be negative", "ha.drain_grace")
+    if not 0 < ha.knock_hold <= 25:
+        raise ConfigError(
+            "invalid 'ha.knock_hold': must be more than 0s and at most 25s (the rport client "
+            f"waits 30s for an answer), got {format_go_duration(ha.knock_hold)}",
+            "ha.knock_hold",
+        )
     if ha.takeover_after <= 0:
         raise ConfigError(
             "invalid 'ha.takeover_after': must be greater than 0, got "

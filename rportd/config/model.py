@@ -249,6 +249,9 @@ class HAConfig:
     # How long a secondary that served clients waits for them to switch back to
     # the returned primary before it disconnects the rest.
     drain_grace: float = _duration(150.0)
+    # How long a node that does not serve holds a knocking client's new_connection
+    # (the client gives up after 30 s, and panics after three such timeouts).
+    knock_hold: float = _duration(20.0)
     # etcd v3 client URLs; when set, leadership is an etcd lease (rportd/ha/coordinator.py).
     coordinator: list[str] = field(default_factory=list)
     # The lease TTL: a leader cut off from etcd stops serving within this time.

@@ -33,6 +33,9 @@ class PeerView:
     epoch: int = 0
     position: int = 0
     clients: int = 0
+    serving: bool = False  # from heartbeats: admits clients
+    waiting: int = 0  # from heartbeats: fleet clients knocking there
+    fleet_generation: int = -1  # the generation of its fleet we hold
     checked_at: float = field(default_factory=time.monotonic)
     error: str = ""
 
@@ -46,6 +49,8 @@ class PeerView:
             "epoch": self.epoch,
             "position": self.position,
             "clients": self.clients,
+            "serving": self.serving,
+            "waiting": self.waiting,
             "error": self.error,
         }
 

@@ -114,7 +114,7 @@ class ClientListener:
                 self._handshakes.release()
 
         ws = web.WebSocketResponse(
-            protocols=(SUBPROTOCOL,), max_msg_size=0, compress=False, autoping=True
+            protocols=(SUBPROTOCOL,), max_msg_size=0, compress=False, autoping=False
         )
         try:
             await ws.prepare(request)
@@ -136,7 +136,7 @@ class ClientListener:
         self._connections.add(conn)
         try:
             conn.connection_made(transport)
-            await pump(ws, conn)
+            await pump(ws, conn, transport)
         finally:
             self._connections.discard(conn)
             if not handshake_done.done():

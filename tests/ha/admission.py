@@ -1,9 +1,10 @@
 """Samples which nodes admit clients, to measure how long two or more did at once.
 
 ``async with AdmissionChecker({"primary": url, ...}) as checker:`` polls every node's
-``GET /api/v1/ha/status`` (as the tests' admin) every ``period`` seconds and reads its
-boolean ``admitting``. A node that does not answer 200 within the period admits nobody
-(hung, dead or refusing). Each sample's states hold until the next sample, so
+``GET /api/v1/ha/status`` (signed with the cluster secret, which costs no bcrypt)
+every ``period`` seconds and reads its boolean ``admitting``. A node that does not
+answer 200 within ``answer_timeout`` admits nobody (hung, dead or refusing).
+Each sample's states hold until the next sample, so
 :attr:`AdmissionChecker.both_admitting_seconds` is the time during which two or more
 nodes admitted, to within one period; :attr:`AdmissionChecker.unanswered` counts the
 samples each node missed (a slow node can hide an overlap: assert it stays small). A 200
@@ -22,7 +23,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.ha.cluster import ADMIN
+from rportd.ha import auth
+from tests.ha.cluster import CLUSTER_SECRET
 
 STATUS_PATH = "/api/v1/ha/status"
 
@@ -47,12 +49,14 @@ class AdmissionChecker:
         nodes: Mapping[str, str],
         *,
         period: float = 0.1,
-        auth: tuple[str, str] = ADMIN,
+        answer_timeout: float = 0.5,
+        secret: str = CLUSTER_SECRET,
     ) -> None:
         """``nodes``: name -> API base URL (``http://127.0.0.1:<api port>``)."""
         self.nodes = dict(nodes)
         self.period = period
-        self.auth = aiohttp.encode_basic_auth(*auth)
+        self.answer_timeout = answer_timeout
+        self.secret = secret
         self.samples: list[Sample] = []
         self.errors: list[str] = []
         # Samples per node without a 200 answer in time: a slow node hides overlaps.
@@ -62,7 +66,7 @@ class AdmissionChecker:
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> AdmissionChecker:
-        self._session = aiohttp.ClientSession(headers={"Authorization": self.auth})
+        self._session = aiohttp.ClientSession()
         self._task = asyncio.create_task(self._run(), name="admission checker")
         return self
 
@@ -96,8 +100,11 @@ class AdmissionChecker:
         assert self._session is not None
         url = self.nodes[name]
         try:
+            headers = {auth.HEADER: auth.sign(self.secret, "checker", 0, "GET", STATUS_PATH)}
             async with self._session.get(
-                url + STATUS_PATH, timeout=aiohttp.ClientTimeout(total=self.period)
+                url + STATUS_PATH,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.answer_timeout),
             ) as resp:
                 if resp.status != 200:
                     self.unanswered[name] += 1

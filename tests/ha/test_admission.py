@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 
-import aiohttp
 import pytest
 from aiohttp import web
 
+from rportd.ha import auth
 from tests.ha.admission import AdmissionChecker
-from tests.ha.cluster import ADMIN
+from tests.ha.cluster import CLUSTER_SECRET
 
 
 class FakeNode:
@@ -25,8 +25,10 @@ class FakeNode:
         self.url = ""
 
     async def status(self, request: web.Request) -> web.Response:
-        if request.headers.get("Authorization") != aiohttp.encode_basic_auth(*ADMIN):
-            return web.json_response({"errors": [{"code": "401"}]}, status=401)
+        try:
+            auth.verify(CLUSTER_SECRET, request.headers.get(auth.HEADER), "GET", request.path)
+        except auth.ClusterAuthError:
+            return web.json_response({"errors": [{"code": "403"}]}, status=403)
         if self.hung:
             await self.unhung.wait()
             return web.json_response({"errors": [{"code": "503"}]}, status=503)
@@ -83,7 +85,7 @@ async def test_a_hung_or_dead_node_admits_nobody(nodes: tuple[FakeNode, FakeNode
     a, b = nodes
     a.admitting = b.admitting = True
     b.hung = True
-    async with AdmissionChecker({"a": a.url, "b": b.url}) as checker:
+    async with AdmissionChecker({"a": a.url, "b": b.url}, answer_timeout=0.1) as checker:
         await asyncio.sleep(0.5)
         await b.stop()
         await asyncio.sleep(0.3)
@@ -107,6 +109,6 @@ async def test_a_status_without_admitting_is_an_error(nodes: tuple[FakeNode, Fak
 async def test_wrong_credentials_count_as_not_admitting(nodes: tuple[FakeNode, FakeNode]) -> None:
     a, b = nodes
     a.admitting = b.admitting = True
-    async with AdmissionChecker({"a": a.url, "b": b.url}, auth=("admin", "wrong")) as checker:
+    async with AdmissionChecker({"a": a.url, "b": b.url}, secret="wrong-secret") as checker:
         await asyncio.sleep(0.3)
     assert checker.samples and checker.both_admitting_seconds == 0
