@@ -172,28 +172,51 @@ class EtcdCluster:
 
     def __init__(self, root: Path, size: int = 3) -> None:
         self.root = root
-        self.members = [EtcdMember(f"etcd{i}", root) for i in range(size)]
-        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
-        for member in self.members:
-            member.initial_cluster = initial
+        self.size = size
+        self.members = self._new_members(root)
         self._proxies: list[FaultProxy] = []
+
+    def _new_members(self, root: Path) -> list[EtcdMember]:
+        members = [EtcdMember(f"etcd{i}", root) for i in range(self.size)]
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
+        for member in members:
+            member.initial_cluster = initial
+        return members
 
     @property
     def endpoints(self) -> list[str]:
         """Client URLs of all members (direct, no proxy)."""
         return [member.client_url for member in self.members]
 
-    async def start(self, timeout: float = 30.0) -> None:
+    async def start(self, timeout: float = 30.0, attempts: int = 3) -> None:
+        """Start every member and wait until all are healthy.
+
+        A member that exits at once most likely lost its port to another process
+        between :func:`free_port` and its bind: then all start again on new ports.
+        """
         etcd_binary()
-        self.root.mkdir(parents=True, exist_ok=True)
-        for member in self.members:
-            await member.start()
-        await self.wait_healthy(timeout=timeout)
+        for attempt in range(attempts):
+            root = self.root if attempt == 0 else self.root / f"retry{attempt}"
+            if attempt:
+                await self._kill_all()
+                self.members = self._new_members(root)
+            root.mkdir(parents=True, exist_ok=True)
+            for member in self.members:
+                await member.start()
+            try:
+                await self.wait_healthy(self.members, timeout=timeout)
+                return
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
 
     async def wait_healthy(
         self, members: list[EtcdMember] | None = None, timeout: float = 30.0
     ) -> None:
-        """Wait until every running member (or those given) reports healthy."""
+        """Wait until the given members (default: all running ones) report healthy.
+
+        RuntimeError (with the logs) when one of the given members has exited.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         async with aiohttp.ClientSession() as session:
@@ -253,6 +276,9 @@ class EtcdCluster:
         for proxy in self._proxies:
             await proxy.stop()
         self._proxies.clear()
+        await self._kill_all()
+
+    async def _kill_all(self) -> None:
         for member in self.members:
             member.kill()
         for member in self.members:

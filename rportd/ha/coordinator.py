@@ -5,21 +5,27 @@ key does not exist (``create_revision == 0``), and keeps the lease alive every T
 The key's ``create_revision`` is the *epoch*: etcd's cluster-wide revision, so each new
 holder's epoch is higher than every earlier one (a fencing token).
 
-Why a holder never overlaps the next one: etcd expires a lease no earlier than TTL
-after it granted or renewed it, and that is no earlier than when this node *sent* the
-request. So :meth:`Coordinator.holding` is true only until (monotonic time at which the
-last successful grant/keep-alive was sent) + TTL - margin, on this node's own
-``time.monotonic()``; no wall clock is compared with another machine's. A holder cut off
-from etcd stops holding before etcd can free the key for someone else.
+Why a holder never overlaps the next one: etcd expires a lease no earlier than TTL after
+it granted or renewed it (a new etcd leader only extends leases), and that is no earlier
+than when this node *sent* the request. So :meth:`Coordinator.holding` is true only until
+(monotonic time at which the last successful grant/keep-alive was sent) + TTL - margin,
+on this node's own ``time.monotonic()``; no wall clock is compared with another
+machine's. A holder cut off from etcd stops holding before etcd can free the key for
+someone else.
+
+Members are asked in turn, starting with the one that answered last; keep-alives go to
+every member at once and the first answer counts, so members that hang (a partition)
+cannot use up the time left before the deadline one request timeout after another.
 
 Client: etcd's own v3 JSON gateway (``/v3/...`` on every member's client port since etcd
-3.4) over aiohttp, which rportd already uses. The choice among PyPI clients:
-``aetcd`` (maintained, asyncio) needs grpcio and protobuf, two large native packages, for
-the five unary calls used here; ``etcd3``/python-etcd3 has had no release since 2020 and
-is synchronous; ``etcd3gw`` (maintained) is synchronous (requests), so it would block the
-event loop or need threads; ``async-etcd3gw`` has had no release since 2023. The gateway
-needs no new dependency, and the code controls exactly what the safety argument rests on:
-the send time of each request, a timeout per request, and which member is asked next.
+3.4) over aiohttp, which rportd already uses. The choice among PyPI clients: ``aetcd``
+(maintained, asyncio) needs grpcio and protobuf, two large native packages, for the five
+calls used here (lease grant, keep-alive and revoke, txn, range); ``etcd3``
+(python-etcd3) has had no release since 2020 and is synchronous; ``etcd3gw``
+(maintained) is synchronous (requests), so it would block the event loop or need
+threads; ``async-etcd3gw`` has had no release since 2023. The gateway needs no new
+dependency, and the code controls exactly what the safety argument rests on: the send
+time of each request, a timeout per request, and which member is asked.
 """
 
 from __future__ import annotations
@@ -45,6 +51,10 @@ _RETRYABLE_CODES = frozenset({1, 2, 4, 13, 14})
 
 class CoordinatorUnavailable(Exception):
     """No etcd member answered (in time)."""
+
+
+class _NoAnswer(Exception):
+    """One member did not answer usefully; another may."""
 
 
 class EtcdError(Exception):
@@ -135,7 +145,12 @@ class Coordinator:
         return self._lease.deadline(self._margin) if self._lease is not None else None
 
     def on_change(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (on the loop, not awaited) whenever :meth:`holding` flips."""
+        """Call ``callback`` (on the loop, not awaited) whenever :meth:`holding` flips.
+
+        A loss by deadline is reported by a timer at the deadline, so the callback may
+        run a moment after :meth:`holding` already reads False: check :meth:`holding`
+        itself before each act that needs leadership.
+        """
         self._callbacks.append(callback)
 
     # --- session ---------------------------------------------------------------------
@@ -166,6 +181,8 @@ class Coordinator:
     async def try_acquire(self, value: str) -> bool:
         """Take the key if it is free; True if this node now holds it.
 
+        ``value`` is what :meth:`leader` shows others (kept as it was while held).
+
         Never raises for etcd trouble: False, with the reason in :attr:`last_error`.
         A holding is renewed in the background until :meth:`resign`, :meth:`stop`
         or a lost lease.
@@ -173,6 +190,8 @@ class Coordinator:
         async with self._acquiring:
             if self.holding():
                 return True
+            if self._lease is not None:  # the deadline passed before its timer ran
+                self._lose(self._missed_deadline())
             try:
                 return await self._acquire(value)
             except (CoordinatorUnavailable, EtcdError, LookupError) as exc:
@@ -241,7 +260,9 @@ class Coordinator:
         self._renewer = asyncio.create_task(self._renew(lease), name="etcd lease keep-alive")
         self._tasks.add(self._renewer)
         self._renewer.add_done_callback(self._tasks.discard)
-        log.info("took leadership %r (epoch %d, lease %s)", self.key, epoch, lease.id)
+        log.info(
+            "%s took leadership %r (epoch %d, lease %s)", self.node_id, self.key, epoch, lease.id
+        )
         self._flipped()
 
     def _end(self, reason: str) -> None:
@@ -256,7 +277,9 @@ class Coordinator:
         renewer, self._renewer = self._renewer, None
         if renewer is not None and renewer is not asyncio.current_task():
             renewer.cancel()
-        log.warning("gave up leadership %r (epoch %d): %s", self.key, self._epoch, reason)
+        log.warning(
+            "%s gave up leadership %r (epoch %d): %s", self.node_id, self.key, self._epoch, reason
+        )
         self._flipped()
 
     def _lose(self, reason: str) -> None:
@@ -345,7 +368,7 @@ class Coordinator:
 
     async def _keepalive(self, lease: _Lease) -> None:
         """Renew ``lease``; LookupError when etcd no longer has it."""
-        reply, sent = await self._call("/v3/lease/keepalive", {"ID": lease.id})
+        reply, sent = await self._call_all("/v3/lease/keepalive", {"ID": lease.id})
         ttl = int(reply.get("result", {}).get("TTL", 0))
         if ttl <= 0:
             raise LookupError(f"the etcd lease {lease.id} has expired")
@@ -370,35 +393,74 @@ class Coordinator:
 
     async def _call(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
         """POST to the members in turn; the reply and the monotonic time it was sent."""
-        if self._session is None:
-            raise CoordinatorUnavailable("the coordinator is not started")
         problems = []
         count = len(self.endpoints)
         for step in range(count):
             index = (self._preferred + step) % count
-            endpoint = self.endpoints[index]
-            sent = time.monotonic()
             try:
-                async with self._session.post(
-                    endpoint + path,
-                    json=body,
-                    timeout=aiohttp.ClientTimeout(total=self.request_timeout),
-                ) as resp:
-                    text = await resp.text()
-                reply = json.loads(text) if text.strip() else {}
-            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-                problems.append(f"{endpoint}: {_describe(exc)}")
+                reply, sent = await self._post(index, path, body)
+            except _NoAnswer as exc:
+                problems.append(str(exc))
                 continue
-            error = _error_of(reply)
-            if error is not None:
-                code, message = error
-                if code in _RETRYABLE_CODES or resp.status >= 500:
-                    problems.append(f"{endpoint}: {message}")
-                    continue
-                raise EtcdError(code, message)
             self._preferred = index
             return reply, sent
         raise CoordinatorUnavailable("; ".join(problems))
+
+    async def _call_all(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        """POST to every member at once; the first good reply and when it was sent.
+
+        For keep-alives: members that hang would otherwise use up the time to the
+        deadline one request timeout after the other.
+        """
+        attempts = [
+            asyncio.create_task(self._post(i, path, body)) for i in range(len(self.endpoints))
+        ]
+        problems: list[str] = []
+        refusal: EtcdError | None = None
+        try:
+            for attempt in asyncio.as_completed(attempts):
+                try:
+                    return await attempt
+                except _NoAnswer as exc:
+                    problems.append(str(exc))
+                except EtcdError as exc:
+                    refusal = exc
+        finally:
+            for task in attempts:
+                task.cancel()
+            await asyncio.gather(*attempts, return_exceptions=True)
+        if refusal is not None:
+            raise refusal
+        raise CoordinatorUnavailable("; ".join(problems))
+
+    async def _post(
+        self, index: int, path: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], float]:
+        """One request to one member: (reply, monotonic time it was sent).
+
+        Raises _NoAnswer when another member may answer, EtcdError when not.
+        """
+        if self._session is None:
+            raise CoordinatorUnavailable("the coordinator is not started")
+        endpoint = self.endpoints[index]
+        sent = time.monotonic()
+        try:
+            async with self._session.post(
+                endpoint + path,
+                json=body,
+                timeout=aiohttp.ClientTimeout(total=self.request_timeout),
+            ) as resp:
+                text = await resp.text()
+            reply = json.loads(text) if text.strip() else {}
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            raise _NoAnswer(f"{endpoint}: {_describe(exc)}") from None
+        error = _error_of(reply)
+        if error is not None:
+            code, message = error
+            if code in _RETRYABLE_CODES or resp.status >= 500:
+                raise _NoAnswer(f"{endpoint}: {message}")
+            raise EtcdError(code, message)
+        return reply, sent
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         if self._session is None:

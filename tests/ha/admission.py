@@ -6,8 +6,10 @@ every ``period`` seconds and reads its boolean ``admitting``. A node that does n
 answer 200 within ``answer_timeout`` admits nobody (hung, dead or refusing).
 Each sample's states hold until the next sample, so
 :attr:`AdmissionChecker.both_admitting_seconds` is the time during which two or more
-nodes admitted, to within one period. A 200 reply without a boolean ``admitting`` is an
-error raised on exit, so a test cannot pass by reading nothing.
+nodes admitted, to within one period; :attr:`AdmissionChecker.unanswered` counts the
+samples each node missed (a slow node can hide an overlap: assert it stays small). A 200
+reply without a boolean ``admitting`` is an error raised on exit, so a test cannot pass
+by reading nothing.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class AdmissionChecker:
         self.secret = secret
         self.samples: list[Sample] = []
         self.errors: list[str] = []
+        # Samples per node without a 200 answer in time: a slow node hides overlaps.
+        self.unanswered: dict[str, int] = dict.fromkeys(self.nodes, 0)
         self.ended_at: float | None = None
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
@@ -87,13 +91,14 @@ class AdmissionChecker:
         next_at = time.monotonic()
         while True:
             at = time.monotonic()
-            states = await asyncio.gather(*(self._admitting(url) for url in self.nodes.values()))
+            states = await asyncio.gather(*(self._admitting(name) for name in self.nodes))
             self.samples.append(Sample(at, dict(zip(self.nodes, states, strict=True))))
             next_at = max(next_at + self.period, time.monotonic())
             await asyncio.sleep(next_at - time.monotonic())
 
-    async def _admitting(self, url: str) -> bool:
+    async def _admitting(self, name: str) -> bool:
         assert self._session is not None
+        url = self.nodes[name]
         try:
             headers = {auth.HEADER: auth.sign(self.secret, "checker", 0, "GET", STATUS_PATH)}
             async with self._session.get(
@@ -102,9 +107,11 @@ class AdmissionChecker:
                 timeout=aiohttp.ClientTimeout(total=self.answer_timeout),
             ) as resp:
                 if resp.status != 200:
+                    self.unanswered[name] += 1
                     return False
                 body: Any = await resp.json(content_type=None)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            self.unanswered[name] += 1
             return False
         data = body.get("data") if isinstance(body, dict) else None
         admitting = data.get("admitting") if isinstance(data, dict) else None
@@ -153,8 +160,9 @@ class AdmissionChecker:
                 previous = sample.admitters
                 who = ", ".join(previous) or "nobody"
                 lines.append(f"+{sample.at - start:7.2f}s  admitting: {who}")
+        silent = ", ".join(f"{name} {count}" for name, count in self.unanswered.items())
         lines.append(
-            f"{len(self.samples)} samples; two or more admitting for "
+            f"{len(self.samples)} samples (unanswered: {silent}); two or more admitting for "
             f"{self.both_admitting_seconds:.2f} s"
         )
         return "\n".join(lines)

@@ -93,6 +93,9 @@ async def test_a_hung_or_dead_node_admits_nobody(nodes: tuple[FakeNode, FakeNode
     assert checker.intervals("b") == []
     assert len(checker.intervals("a")) == 1
     assert len(checker.samples) >= 5
+    assert checker.unanswered["a"] == 0
+    assert checker.unanswered["b"] == len(checker.samples)
+    assert "unanswered: a 0, b " in checker.timeline()
 
 
 async def test_a_status_without_admitting_is_an_error(nodes: tuple[FakeNode, FakeNode]) -> None:
