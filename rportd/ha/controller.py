@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
@@ -47,6 +48,7 @@ DECIDE_INTERVAL = 0.25
 PROBE_TIMEOUT = 1.0
 FLEET_RESEND = 5.0
 FLEET_BATCH = 1000
+NONCES_KEPT = 16  # answers' nonces a heartbeat request may echo (8 s of them)
 NET_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 
@@ -91,6 +93,7 @@ class HAController:
         self.handed_over_at = -rules.HANDOVER_HOLDOFF
         self.serving_since = 0.0
         self._fleet_sent: dict[str, tuple[int, float]] = {}
+        self._nonces: dict[str, float] = {}  # nonce -> monotonic time we answered with it
         self._tasks: set[asyncio.Task[object]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._drain_task: asyncio.Task[None] | None = None
@@ -123,9 +126,9 @@ class HAController:
         return now - self.link_ok_at < rules.LINK_LEASE
 
     def peer_view(self) -> PeerView | None:
-        """The freshest heartbeat answer of a peer."""
-        answered = [v for v in self.views.values() if v.reachable]
-        return max(answered, key=lambda v: v.checked_at) if answered else None
+        """The peer as its freshest heartbeat showed it (probes do not say who serves)."""
+        heard = [v for v in self.views.values() if v.heartbeat_at > 0]
+        return max(heard, key=lambda v: v.heartbeat_at) if heard else None
 
     def facts(self, now: float | None = None) -> Facts:
         now = time.monotonic() if now is None else now
@@ -137,6 +140,7 @@ class HAController:
             link_up=up,
             link_down_for=0.0 if up else now - self.link_ok_at,
             peer_serving=bool(peer and peer.serving),
+            peer_link_up=bool(peer and peer.link_up),
             peer_waiting=peer.waiting if peer else 0,
             fleet=len(self.fleet),
             fresh=self.pings.fresh(self.fleet, now),
@@ -287,10 +291,20 @@ class HAController:
             urls.append(base_url(self.node.primary))
         return urls
 
+    def _url_of(self, view: PeerView) -> str:
+        """Where to call the peer of ``view`` (a view from its own heartbeats has no URL)."""
+        if not view.url.startswith("node:"):
+            return view.url
+        for url, other in self.views.items():
+            if other.node_id == view.node_id and not url.startswith("node:"):
+                return url
+        urls = self._peer_urls()
+        return urls[0] if urls else view.url
+
     def _peer_url(self) -> str:
         view = self.peer_view()
         if view is not None:
-            return view.url
+            return self._url_of(view)
         urls = self._peer_urls()
         return urls[0] if urls else ""
 
@@ -305,6 +319,7 @@ class HAController:
         return {
             **self.node_info(),
             "serving": self.serving,
+            "link_up": self.link_up(now),
             "waiting": self.lobby.waiting(self.fleet, now),
             "fleet_generation": self.fleet.generation,
         }
@@ -323,20 +338,34 @@ class HAController:
         return sorted(self.fleet.ids)
 
     def heartbeat_received(self, body: dict[str, Any], node_id: str) -> dict[str, Any]:
-        """A peer's heartbeat: note it (the link is up) and answer with ours."""
-        now = time.monotonic()
-        self._link_contact(now)
+        """A peer's heartbeat: note it (the link is up) and answer with ours.
+
+        A request counts only if it echoes a nonce from one of our recent answers:
+        then it was written after that answer, and counts from when we issued the
+        nonce (the earliest it can be). A request held back by the network and
+        delivered late (a healed partition) says nothing about now and is ignored.
+        """
+        issued = self._nonces.get(str(body.get("echo", "")))
         url = next((u for u, v in self.views.items() if v.node_id == node_id), f"node:{node_id}")
         view = self.views.get(url) or PeerView(url=url)
-        _read_view(view, body, now)
-        self.views[url] = view
-        self._take_fleet(body, view)
+        if issued is not None and issued > view.heartbeat_at:
+            self._link_contact(issued)
+            _read_view(view, body, issued)
+            self.views[url] = view
+            self.changed.set()
         answer = self.heartbeat_payload()
+        answer["nonce"] = self._issue_nonce()
         fleet = self.fleet_for(view.node_id, int(body.get("your_fleet_generation", -1)))
         if fleet is not None:
             answer["fleet"] = fleet
-        self.changed.set()
         return answer
+
+    def _issue_nonce(self) -> str:
+        nonce = secrets.token_hex(8)
+        self._nonces[nonce] = time.monotonic()
+        while len(self._nonces) > NONCES_KEPT:
+            del self._nonces[next(iter(self._nonces))]
+        return nonce
 
     def _link_contact(self, at: float) -> None:
         self.link_ok_at = max(self.link_ok_at, at)
@@ -356,6 +385,7 @@ class HAController:
         view = self.views.get(url) or PeerView(url=url)
         body = self.heartbeat_payload()
         body["your_fleet_generation"] = view.fleet_generation if view.reachable else -1
+        body["echo"] = view.nonce
         sent = time.monotonic()
         serving_when_sent = self.serving
         try:
@@ -376,11 +406,13 @@ class HAController:
             view.error = f"HTTP {status}: {_error_text(answer)}"
             self.views[url] = view
             return
-        _read_view(view, data, received)
+        # The answer was written between sent and received. The serving node counts
+        # the link from when it asked (earliest), the other node from when the
+        # answer came (latest): the serving node's lease then always ends before
+        # the other node may take over.
+        _read_view(view, data, sent)
+        view.nonce = str(data.get("nonce", ""))
         self.views[url] = view
-        # The serving node counts the link from when it asked (earliest), the
-        # other node from when the answer came (latest): the serving node's
-        # lease then always ends before the other node may take over.
         self._link_contact(sent if serving_when_sent else received)
         self._take_fleet(data, view)
         self.changed.set()
@@ -408,12 +440,13 @@ class HAController:
         """Stop; a serving node hands its clients to a peer it can see first."""
         peer = self.peer_view()
         if self.serving and self.coordinator is None and peer is not None and self.link_up():
+            url = self._url_of(peer)
             self._set(STANDBY, "shutting down")
             self.disconnect_clients()
             try:
-                await self.peers.call("POST", peer.url, "/take-over", timeout=PROBE_TIMEOUT)
+                await self.peers.call("POST", url, "/take-over", timeout=PROBE_TIMEOUT)
             except NET_ERRORS as exc:
-                log.info("HA: could not hand clients over to %s at shutdown: %s", peer.url, exc)
+                log.info("HA: could not hand clients over to %s at shutdown: %s", url, exc)
         tasks = [t for t in (*self._loops, self._drain_task, *self._tasks) if t]
         for task in tasks:
             task.cancel()
@@ -481,6 +514,7 @@ class HAController:
             else:
                 step, why = rules.decide(f)
             if step is not Step.STAY:
+                log.debug("HA: %s on %s", step.value, f)
                 self._acting = True
                 try:
                     await self._carry_out(step, why)
@@ -557,18 +591,19 @@ class HAController:
         peer = self.peer_view()
         if peer is None:
             return
-        self._set(STANDBY, f"handed clients over to {peer.url}: {why}")
+        url = self._url_of(peer)
+        self._set(STANDBY, f"handed clients over to {url}: {why}")
         self.disconnect_clients()
         try:
-            status, _ = await self.peers.call("POST", peer.url, "/take-over", timeout=PROBE_TIMEOUT)
+            status, _ = await self.peers.call("POST", url, "/take-over", timeout=PROBE_TIMEOUT)
         except NET_ERRORS as exc:
             status = 0
-            log.warning("HA: could not hand clients over to %s: %s", peer.url, exc)
+            log.warning("HA: could not hand clients over to %s: %s", url, exc)
         if status // 100 == 2:
             peer.serving = True
             self.handed_over_at = time.monotonic()
         else:
-            self._set(ACTIVE, f"{peer.url} did not take the clients over")
+            self._set(ACTIVE, f"{url} did not take the clients over")
 
     async def take_over(self) -> None:
         """The serving peer stopped and hands its clients to us."""
@@ -585,10 +620,11 @@ class HAController:
         peer = self.peer_view()
         if peer is None:
             return
+        url = self._url_of(peer)
         try:
-            status, _ = await self.peers.call("POST", peer.url, "/step-down", timeout=PROBE_TIMEOUT)
+            status, _ = await self.peers.call("POST", url, "/step-down", timeout=PROBE_TIMEOUT)
         except NET_ERRORS as exc:
-            log.warning("HA: could not ask %s to step down: %s", peer.url, exc)
+            log.warning("HA: could not ask %s to step down: %s", url, exc)
             return
         if status // 100 == 2:
             peer.serving = False
@@ -842,12 +878,17 @@ def _read_view(view: PeerView, body: dict[str, Any], at: float) -> None:
     view.clients = int(body.get("clients", 0))
     view.serving = bool(body.get("serving", False))
     view.waiting = int(body.get("waiting", 0))
+    view.link_up = bool(body.get("link_up", False))
+    view.heartbeat_at = at
 
 
 def _keep_heartbeat_facts(view: PeerView, old: PeerView) -> None:
     view.serving = old.serving
     view.waiting = old.waiting
     view.fleet_generation = old.fleet_generation
+    view.heartbeat_at = old.heartbeat_at
+    view.link_up = old.link_up
+    view.nonce = old.nonce
 
 
 def _error_text(body: Any) -> str:

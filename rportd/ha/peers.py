@@ -36,6 +36,9 @@ class PeerView:
     serving: bool = False  # from heartbeats: admits clients
     waiting: int = 0  # from heartbeats: fleet clients knocking there
     fleet_generation: int = -1  # the generation of its fleet we hold
+    link_up: bool = False  # from heartbeats: whether it hears from us too
+    nonce: str = ""  # from its last heartbeat answer: our next request echoes it
+    heartbeat_at: float = 0.0  # monotonic: when serving/waiting were last heard (0: never)
     checked_at: float = field(default_factory=time.monotonic)
     error: str = ""
 

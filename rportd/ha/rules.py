@@ -66,6 +66,7 @@ class Facts:
     link_up: bool  # a heartbeat with the peer within LINK_LEASE
     link_down_for: float  # seconds since the last heartbeat (0 while up)
     peer_serving: bool  # the peer said it serves (at the last heartbeat)
+    peer_link_up: bool  # the peer said it hears from us too (so it will not take over)
     peer_waiting: int  # fleet clients knocking at the peer (reported by it)
     fleet: int  # fleet size
     fresh: int | None  # fleet clients fresh here; None while no ping round finished
@@ -112,7 +113,7 @@ def decide(f: Facts) -> tuple[Step, str]:
             if f.primary and not f.holdoff and f.knocked >= 1:
                 return Step.TAKE_BACK, "clients reach the primary again"
             return Step.STAY, ""
-        if f.primary and not f.holdoff:
+        if f.primary and not f.holdoff and f.peer_link_up:
             return Step.SERVE, "the peer does not serve: the primary serves"
         return Step.STAY, ""
     if f.link_down_for < max(f.takeover_after, LINK_LEASE + 1.0):
