@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import os
@@ -64,7 +65,7 @@ class Transaction:
         return rows[0] if rows else None
 
 
-class SqlDatabase:
+class SqlDatabase(abc.ABC):
     """A database reached through an async SQLAlchemy engine: transactions and reads."""
 
     def __init__(self) -> None:
@@ -96,9 +97,9 @@ class SqlDatabase:
         preparer = self.engine.dialect.identifier_preparer
         return ".".join(preparer.quote_identifier(part) for part in name.split("."))
 
+    @abc.abstractmethod
     async def open(self) -> None:
         """Create the engine and check that the database answers."""
-        raise NotImplementedError
 
     async def close(self) -> None:
         for engine in (self._reader, self._engine):
