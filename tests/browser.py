@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, Page, async_playwright
 
 CHROMIUM = os.environ.get("RPORTD_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = (
@@ -42,3 +42,11 @@ async def headless_browser() -> AsyncIterator[Browser]:
             yield browser
         finally:
             await browser.close()
+
+
+@asynccontextmanager
+async def browser_page(width: int = 1100, height: int = 520) -> AsyncIterator[Page]:
+    """A page of the given size in a fresh headless Chromium; closed afterwards."""
+    async with headless_browser() as browser:
+        context = await browser.new_context(viewport={"width": width, "height": height})
+        yield await context.new_page()

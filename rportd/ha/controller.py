@@ -34,7 +34,7 @@ from rportd.ha import events, rules
 from rportd.ha.changelog import ChangeLog
 from rportd.ha.coordinator import Coordinator, CoordinatorUnavailable
 from rportd.ha.evidence import Fleet, Lobby, Pingable, Pings
-from rportd.ha.peers import PeerClient, PeerView, base_url
+from rportd.ha.peers import PeerClient, PeerView, base_url, error_text
 from rportd.ha.replication import Follower, ReplicationRefused
 from rportd.ha.rules import Facts, Step
 from rportd.ha.state import ACTIVE, DRAINING, FENCED, PRIMARY, SECONDARY, STANDBY, NodeState
@@ -403,7 +403,7 @@ class HAController:
         view.answered = True
         if status != 200 or not isinstance(data, dict):
             view.reachable = False
-            view.error = f"HTTP {status}: {_error_text(answer)}"
+            view.error = f"HTTP {status}: {error_text(answer)}"
             self.views[url] = view
             return
         # The answer was written between sent and received. The serving node counts
@@ -889,11 +889,3 @@ def _keep_heartbeat_facts(view: PeerView, old: PeerView) -> None:
     view.heartbeat_at = old.heartbeat_at
     view.link_up = old.link_up
     view.nonce = old.nonce
-
-
-def _error_text(body: Any) -> str:
-    if isinstance(body, dict):
-        errors = body.get("errors")
-        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-            return str(errors[0].get("title", ""))
-    return ""

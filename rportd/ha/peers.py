@@ -121,7 +121,7 @@ class PeerClient:
         view.answered = True
         data = body.get("data") if isinstance(body, dict) else None
         if status != 200 or not isinstance(data, dict):
-            view.error = f"HTTP {status}: {_error_text(body)}"
+            view.error = f"HTTP {status}: {error_text(body)}"
             return view
         body = data
         view.reachable = True
@@ -147,7 +147,8 @@ class PeerClient:
         )
 
 
-def _error_text(body: Any) -> str:
+def error_text(body: Any) -> str:
+    """The title of the first error in an API error envelope (empty if none)."""
     if isinstance(body, dict):
         errors = body.get("errors")
         if isinstance(errors, list) and errors and isinstance(errors[0], dict):

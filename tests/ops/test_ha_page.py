@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 from playwright.async_api import expect
 
+from tests.browser import browser_page
 from tests.ha.cluster import ADMIN, CLIENT_AUTH, Cluster, Node
-from tests.ops.browser import browser_page
 from tests.ops.deploy_files import metric_names_used
 from tests.ops.promtool import base_name, family_names, promtool_check, value
 from tests.simulator import RportClientSim, SimulatorConfig
