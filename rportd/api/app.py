@@ -78,8 +78,7 @@ def create_api_app(server: RportServer) -> web.Application:
         server.users,
         server.sessions,
         server.tokens_issuer,
-        server.api_login_wait,
-        server.api_ip_ban,
+        server.api_logins,
         password_basic_auth=not (cfg.two_fa_enabled or cfg.totp_enabled),
     )
     if server.api_tokens is not None:

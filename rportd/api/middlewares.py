@@ -59,7 +59,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def ip_ban(request: web.Request, handler: Handler) -> web.StreamResponse:
     """423 for every API request from an IP banned after too many failed logins."""
     if request.path.startswith(API_PREFIX):
-        ban = request.app[AUTH_KEY].ip_ban
+        ban = request.app[AUTH_KEY].logins.ban
         if ban.enabled and ban.is_banned(client_ip(request)):
             return web.Response(status=423, text=BANNED_TEXT)
     return await handler(request)

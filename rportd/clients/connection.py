@@ -69,7 +69,7 @@ class ClientConnection(asyncssh.SSHServer):
 
     async def validate_password(self, username: str, password: str) -> bool:
         svc = self.service
-        if svc.login_wait.is_waiting(username):
+        if svc.logins.refuse(username, self.ip):
             log.info(
                 "client auth %r from %s: too many requests, please try later", username, self.ip
             )
@@ -77,10 +77,9 @@ class ClientConnection(asyncssh.SSHServer):
         expected = await svc.credentials.lookup(username)
         if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
             log.info("client authentication failed for %r from %s", username, self.ip)
-            svc.login_wait.failed(username)
-            svc.ip_ban.failed(self.ip)
+            svc.logins.failed(username, self.ip)
             return False
-        svc.ip_ban.succeeded(self.ip)
+        svc.logins.succeeded(self.ip)
         self.auth_id = username
         return True
 

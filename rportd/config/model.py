@@ -78,6 +78,12 @@ class ServerConfig:
     guacd_address: str = ""
     tls_min: str = "1.3"
     acme_http_port: int = 0
+    # rportd's own limits before login (README "Security"); not upstream keys.
+    trusted_proxies: list[str] = field(default_factory=list)
+    idle_timeout: float = _duration(15.0)
+    ssh_handshake_stage_timeout: float = _duration(20.0)
+    max_pending_connections: int = 1024
+    max_pending_connections_per_ip: int = 16
 
     @property
     def tunnel_proxy_enabled(self) -> bool:
@@ -149,6 +155,11 @@ class ApiConfig:
     enable_audit_log: bool = True
     use_ip_obfuscation: bool = False
     audit_log_rotation: str = "monthly"
+    # rportd's own limits before login (README "Security"); not upstream keys.
+    trusted_proxies: list[str] = field(default_factory=list)
+    idle_timeout: float = _duration(15.0)
+    max_pending_connections: int = 1024
+    max_pending_connections_per_ip: int = 16
 
     @property
     def enabled(self) -> bool:

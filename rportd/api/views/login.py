@@ -34,11 +34,11 @@ async def login(
     """Check credentials and answer a bearer token (or start 2FA)."""
     server = server_of(request)
     auth = request.app[AUTH_KEY]
-    if auth.login_wait.is_waiting(username):
+    ip = client_ip(request)
+    if auth.logins.refuse(username, ip):
         raise ApiError(429, TOO_MANY)
     if not username:
         raise unauthorized("username is required")
-    ip = client_ip(request)
     user = await auth.check_password(username, password, ip)
     lifetime = token_lifetime(request)
     if new_password:
@@ -58,7 +58,7 @@ async def login(
 async def get_login(request: web.Request) -> web.Response:
     creds = basic_credentials(request)
     if creds is None:
-        request.app[AUTH_KEY].ip_ban.failed(client_ip(request))
+        request.app[AUTH_KEY].logins.ban.failed(client_ip(request))
         raise unauthorized("auth is required")
     return await login(request, *creds)
 
@@ -75,7 +75,7 @@ async def post_login(request: web.Request) -> web.Response:
             k: expect_type(body, k, str, "") for k in ("username", "password", "new_password")
         }
     else:
-        request.app[AUTH_KEY].ip_ban.failed(client_ip(request))
+        request.app[AUTH_KEY].logins.ban.failed(client_ip(request))
         raise bad_request(f"unsupported content type: {content_type}")
     return await login(request, values["username"], values["password"], values["new_password"])
 
