@@ -10,7 +10,7 @@ from aiohttp import web
 from rportd.api.context import AUTH_KEY, SERVER_KEY, set_identity
 from rportd.api.errors import ApiError, ErrorItem
 from rportd.api.guards import Handler
-from rportd.api.responses import json_response
+from rportd.api.responses import CONTENT_TYPE, json_response
 from rportd.api.security import check_token_scope
 from rportd.auth.accounts import AccountError
 from rportd.ha.changelog import ReadOnlyReplica
@@ -37,11 +37,14 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         refusal = (ha.write_refusal() if ha else None) or str(exc)
         return json_response(ApiError(403, refusal).to_json(), 403)
     except web.HTTPRequestEntityTooLarge:
-        return web.Response(
-            status=400,
-            text=f"Request data exceeds the limit of {request.app._client_max_size} bytes: "
-            "http: request body too large",
+        limit = request.app._client_max_size
+        title = (
+            "Invalid JSON data."
+            if request.content_type == CONTENT_TYPE
+            else f"Request data exceeds the limit of {limit} bytes"
         )
+        detail = f"http: request body too large (at most {limit} bytes: [api] max_request_bytes)"
+        return json_response(ApiError(400, title, detail).to_json(), 400)
     except web.HTTPNotFound:
         return web.Response(status=404, text="404 page not found")
     except web.HTTPMethodNotAllowed:
@@ -52,7 +55,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     except Exception as exc:
         log.exception("API %s %s failed", request.method, request.path)
-        return json_response(ApiError(500, str(exc) or type(exc).__name__).to_json(), 500)
+        text = (str(exc) or type(exc).__name__).encode("utf-8", "replace").decode()
+        return json_response(ApiError(500, text).to_json(), 500)
 
 
 @web.middleware
