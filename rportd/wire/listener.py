@@ -143,7 +143,9 @@ class ClientListener:
         handshake = _Handshake(self, ip, handshake_done)
         if not self._admit(handshake):
             handshake.end()
-            return web.Response(status=503, text="too many pending connections, try later")
+            refusal = web.Response(status=503, text="too many pending connections, try later")
+            refusal.force_close()
+            return refusal
         try:
             return await self._run_ssh(request, ip, handshake)
         finally:
