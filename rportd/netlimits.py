@@ -58,6 +58,12 @@ class RateLimitedLog:
             self._dropped += 1
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (aiohttp's HTTP errors span several)."""
+    text = str(getattr(exc, "message", "") or exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
 _CLIENT_MISTAKES = (HttpProcessingError, ConnectionError, asyncio.TimeoutError)
 
 
@@ -75,9 +81,7 @@ class PeerErrorLogger(logging.Logger):
     def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
         if isinstance(exc_info, _CLIENT_MISTAKES):
             peer = args[0] if args else "?"
-            self.mistakes.warning(
-                "bad request from %s: %s", peer, str(exc_info).strip() or type(exc_info).__name__
-            )
+            self.mistakes.warning("bad request from %s: %s", peer, one_line(exc_info))
             return
         super().exception(msg, *args, exc_info=exc_info, **kwargs)
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from rportd.api.context import AUTH_KEY, SERVER_KEY, set_identity
 from rportd.api.errors import ApiError, ErrorItem
@@ -15,8 +16,10 @@ from rportd.api.security import check_token_scope
 from rportd.auth.accounts import AccountError
 from rportd.ha.changelog import ReadOnlyReplica
 from rportd.httputil import client_ip
+from rportd.netlimits import RateLimitedLog, one_line
 
 log = logging.getLogger(__name__)
+_peer_mistakes = RateLimitedLog(log)
 
 API_PREFIX = "/api/v1/"
 BANNED_TEXT = "Too many bad attempts. Please try later."
@@ -53,6 +56,13 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     except asyncio.CancelledError:
         raise
+    except (ConnectionError, HttpProcessingError) as exc:
+        # The peer went away or sent a broken body: its mistake, one line.
+        detail = one_line(exc)
+        _peer_mistakes.warning(
+            "API %s %s from %s: %s", request.method, request.path, request.remote, detail
+        )
+        return json_response(ApiError(400, "Malformed request body.", detail).to_json(), 400)
     except Exception as exc:
         log.exception("API %s %s failed", request.method, request.path)
         text = (str(exc) or type(exc).__name__).encode("utf-8", "replace").decode()
