@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from rportd.config.model import (
     DAY_DURATION,
+    DEFAULT_MAX_CONCURRENT_SSH_HANDSHAKES,
     DURATION,
     EXT_DURATION,
     KIND,
@@ -702,12 +703,12 @@ def _validate_server_limits(config: Config) -> None:
             f"{server.max_concurrent_ssh_handshakes}",
             "server.max_concurrent_ssh_handshakes",
         )
-    procs = os.cpu_count() or 1
-    if server.max_concurrent_ssh_handshakes > procs * 2:
+    if server.max_concurrent_ssh_handshakes > 4 * DEFAULT_MAX_CONCURRENT_SSH_HANDSHAKES:
         config.warnings.append(
             "allowing too many concurrent ssh handshakes ('max_concurrent_ssh_handshakes') "
-            "will slow down the server significantly and cause operational reliability issues. "
-            f"Please use a value less than or equal to the number of CPUs ({procs})"
+            "slows a connection storm down (measured). Please use a value up to "
+            f"{4 * DEFAULT_MAX_CONCURRENT_SSH_HANDSHAKES} (default "
+            f"{DEFAULT_MAX_CONCURRENT_SSH_HANDSHAKES})"
         )
     if server.check_clients_connection_interval < MIN_CHECK_CLIENTS_CONNECTION_INTERVAL:
         server.check_clients_connection_interval = MIN_CHECK_CLIENTS_CONNECTION_INTERVAL
