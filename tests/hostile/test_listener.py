@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import struct
 
+import aiohttp
+
 from tests.hostile.conftest import (
+    ADMIN,
     HOSTILE_IP,
     UPGRADE,
     ServerFactory,
@@ -144,3 +147,32 @@ async def test_pending_connections_are_capped_per_source(make_rportd: ServerFact
     assert status.startswith(b"HTTP/1.1 401")
     for _, w in [*first, *later, (reader, writer)]:
         w.close()
+
+
+async def test_large_results_still_arrive_after_login(
+    make_rportd: ServerFactory, sims: list[RportClientSim]
+) -> None:
+    """After login the limits are the protocol's again: a 300 KiB ``cmd_result`` packet
+    (protocol.md §2.7, §7.6) is far above the pre-login caps."""
+    server = await make_rportd()
+    sim = RportClientSim(sim_config(server, keep_alive=0, commands_allow=[".*"], commands_deny=[]))
+    sims.append(sim)
+    await sim.start()
+    await sim.wait_registered(10)
+    headers = {"Authorization": aiohttp.encode_basic_auth(*ADMIN)}
+    body = {"command": "yes 0123456789abcdef | head -c 300000", "timeout_sec": 30}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.post(f"{server.api_url}/clients/legit/commands", json=body) as resp:
+            assert resp.status == 200, await resp.text()
+            jid = (await resp.json())["data"]["jid"]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while True:
+            async with http.get(f"{server.api_url}/clients/legit/commands/{jid}") as resp:
+                job = (await resp.json())["data"]
+            if job["status"] != "running" or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.1)
+    assert job["status"] == "successful", job
+    assert len(job["result"]["stdout"]) == 300000
+    assert sim.registered  # still the same connection
