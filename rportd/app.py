@@ -368,7 +368,7 @@ class RportServer:
                 stage_timeout=cfg.server.ssh_handshake_stage_timeout,
                 pending=client_limits,
             ),
-            trust=ProxyTrust(cfg.server.trusted_proxies),
+            trust=ProxyTrust(cfg.server.trusted_proxies, "[server] trusted_proxies"),
             proxy_url=cfg.server.proxy,
             admission=self.ha.admission_refusal if self.ha else None,
         )
@@ -394,7 +394,7 @@ class RportServer:
                 )
                 self._stack.callback(writer.stop)
             api_app = create_api_app(self)
-            api_app[TRUST_KEY] = ProxyTrust(cfg.api.trusted_proxies)
+            api_app[TRUST_KEY] = ProxyTrust(cfg.api.trusted_proxies, "[api] trusted_proxies")
             api_limits = ListenerLimits(
                 idle_timeout=cfg.api.idle_timeout,
                 max_pending=cfg.api.max_pending_connections,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Iterable
 
 from aiohttp import web
+
+log = logging.getLogger(__name__)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -17,10 +20,12 @@ class ProxyTrust:
     one of these proxies; from anyone else the peer itself is the client.
     """
 
-    def __init__(self, networks: Iterable[str] = ()) -> None:
+    def __init__(self, networks: Iterable[str] = (), setting: str = "trusted_proxies") -> None:
         self.networks: tuple[IPNetwork, ...] = tuple(
             ipaddress.ip_network(text.strip(), strict=False) for text in networks
         )
+        self.setting = setting
+        self._warned: set[str] = set()
 
     def trusts(self, ip: str) -> bool:
         """Whether ``ip`` is a configured proxy."""
@@ -35,6 +40,8 @@ class ProxyTrust:
     def client_of(self, peer: str, forwarded_for: str) -> str:
         """The client address: walk ``X-Forwarded-For`` back from the peer past trusted hops."""
         if not self.trusts(peer):
+            if forwarded_for:
+                self._untrusted_forwarder(peer)
             return peer
         hops = [part.strip() for part in forwarded_for.split(",") if part.strip()]
         client = peer
@@ -47,6 +54,23 @@ class ProxyTrust:
             if not self.trusts(text):
                 break
         return client
+
+    def _untrusted_forwarder(self, peer: str) -> None:
+        """Say once when a local peer, likely a reverse proxy, forwards for others."""
+        if peer in self._warned or len(self._warned) >= 100:
+            return
+        try:
+            local = not ipaddress.ip_address(peer).is_global
+        except ValueError:
+            return
+        if local:
+            self._warned.add(peer)
+            log.warning(
+                "ignoring X-Forwarded-For from %s: if it is your reverse proxy, add it to %s "
+                "(until then every client behind it shares its address, and its bans)",
+                peer,
+                self.setting,
+            )
 
 
 TRUST_KEY = web.AppKey("proxy_trust", ProxyTrust)
