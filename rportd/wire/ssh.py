@@ -172,8 +172,8 @@ class RportServerConnection(SSHServerConnection):
         self._max_recv_pktlen = PREAUTH_MAX_PACKET
         self.handler: SSHHandler | None = None
         self.handshake_progress: Callable[[str], None] | None = None
-        self._keys_agreed = False
         """Called with the next stage's name as the handshake moves on."""
+        self._keys_agreed = False
         self.expect_stray_ping_reply = False
         self._stray_null_pending = False
         self._pending_names: list[str] = []
