@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,7 @@ import aiohttp
 import bcrypt
 import pytest
 
-from tests.ha.cluster import REPO, free_port, toml_value
+from tests.ha.cluster import Node, toml_value
 from tests.simulator import RportClientSim, SimulatorConfig
 
 ADMIN = ("admin", "admin-password-123")
@@ -30,28 +27,16 @@ HOSTILE_IP = "127.0.0.2"
 
 
 @dataclass
-class ServerProcess:
-    """One rportd process; ``sections`` override the base config."""
+class ServerProcess(Node):
+    """One standalone rportd process (no ``[ha]``); ``extra`` overrides the base config."""
 
-    root: Path
-    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
-    client_port: int = field(default_factory=free_port)
-    api_port: int = field(default_factory=free_port)
-    process: asyncio.subprocess.Process | None = None
+    role: str = ""
 
     @property
-    def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+    def api_base(self) -> str:
+        return f"{self.api_url}/api/v1"
 
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}/api/v1"
-
-    @property
-    def log_path(self) -> Path:
-        return self.root / "rportd.log"
-
-    def write_config(self) -> Path:
+    def write_config(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         users = self.root / "api-users.json"
         if not users.exists():
@@ -78,54 +63,18 @@ class ServerProcess:
                 "jwt_secret": "hostile-test-jwt-secret-long-enough-0123456789",
             },
         }
-        for name, values in self.sections.items():
+        for name, values in self.extra.items():
             sections.setdefault(name, {}).update(values)
         lines = []
         for name, values in sections.items():
             lines.append(f"[{name}]")
             lines.extend(f"  {key} = {toml_value(value)}" for key, value in values.items())
-        path = self.root / "rportd.conf"
-        path.write_text("\n".join(lines) + "\n")
-        return path
+        self.config_path.write_text("\n".join(lines) + "\n")
 
-    async def start(self) -> None:
-        config = self.write_config()
-        stderr = await asyncio.to_thread(open, self.root / "stderr.txt", "ab")
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "rportd",
-            "-c",
-            str(config),
-            cwd=str(REPO),
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=stderr,
-        )
-        stderr.close()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        async with aiohttp.ClientSession() as http:
-            while loop.time() < deadline:
-                if self.process.returncode is not None:
-                    raise RuntimeError(f"rportd exited:\n{self.tail()}")
-                try:
-                    async with http.get(self.api_url + "/status") as resp:
-                        if resp.status in (200, 401):
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise TimeoutError(f"rportd did not come up:\n{self.tail()}")
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.process.wait(), 15)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
+    async def status(self) -> dict[str, Any]:
+        """``/status`` (asks only that the API answers: any status will do)."""
+        async with aiohttp.ClientSession() as http, http.get(self.api_base + "/status") as resp:
+            return {"status": resp.status}
 
     def rss_bytes(self) -> int:
         """Resident memory of the process, from /proc."""
@@ -138,13 +87,6 @@ class ServerProcess:
     def log_lines(self) -> list[str]:
         return self.log_path.read_text(errors="replace").splitlines()
 
-    def tail(self, lines: int = 40) -> str:
-        text = ""
-        for path in (self.log_path, self.root / "stderr.txt"):
-            if path.exists():
-                text += f"--- {path.name}\n" + "\n".join(path.read_text().splitlines()[-lines:])
-        return text
-
 
 ServerFactory = Callable[..., Awaitable[ServerProcess]]
 
@@ -155,7 +97,8 @@ async def make_rportd(tmp_path: Path) -> AsyncIterator[ServerFactory]:
     started: list[ServerProcess] = []
 
     async def factory(**sections: dict[str, Any]) -> ServerProcess:
-        proc = ServerProcess(tmp_path / f"rportd{len(started)}", sections)
+        name = f"rportd{len(started)}"
+        proc = ServerProcess(name, tmp_path / name, extra=sections)
         started.append(proc)
         await proc.start()
         return proc

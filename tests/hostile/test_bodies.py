@@ -23,7 +23,7 @@ async def call(
 ) -> tuple[int, Any]:
     async with (
         aiohttp.ClientSession() as http,
-        http.request(method, server.api_url + path, data=body, headers=headers) as resp,
+        http.request(method, server.api_base + path, data=body, headers=headers) as resp,
     ):
         text = await resp.text()
         try:

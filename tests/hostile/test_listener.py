@@ -162,13 +162,13 @@ async def test_large_results_still_arrive_after_login(
     headers = {"Authorization": aiohttp.encode_basic_auth(*ADMIN)}
     body = {"command": "yes 0123456789abcdef | head -c 300000", "timeout_sec": 30}
     async with aiohttp.ClientSession(headers=headers) as http:
-        async with http.post(f"{server.api_url}/clients/legit/commands", json=body) as resp:
+        async with http.post(f"{server.api_base}/clients/legit/commands", json=body) as resp:
             assert resp.status == 200, await resp.text()
             jid = (await resp.json())["data"]["jid"]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 20
         while True:
-            async with http.get(f"{server.api_url}/clients/legit/commands/{jid}") as resp:
+            async with http.get(f"{server.api_base}/clients/legit/commands/{jid}") as resp:
                 job = (await resp.json())["data"]
             if job["status"] != "running" or loop.time() > deadline:
                 break

@@ -36,14 +36,14 @@ async def test_rotating_forwarded_for_does_not_dodge_the_api_ban(
     async with from_address(HOSTILE_IP) as hostile, from_address("127.0.0.1") as legit:
         for i in range(3):
             xff = {"X-Forwarded-For": f"198.51.100.{i + 1}"}
-            assert await api_login(hostile, server.api_url, "admin", "wrong", **xff) == 401
+            assert await api_login(hostile, server.api_base, "admin", "wrong", **xff) == 401
         # The attacker's own address is banned, whatever it claims to be.
         xff = {"X-Forwarded-For": "198.51.100.99"}
-        assert await api_login(hostile, server.api_url, *ADMIN, **xff) == 423
+        assert await api_login(hostile, server.api_base, *ADMIN, **xff) == 423
         # Forging someone else's address bans nobody else.
         for _ in range(3):
-            await api_login(legit, server.api_url, *ADMIN, **{"X-Forwarded-For": HOSTILE_IP})
-        assert await api_login(legit, server.api_url, *ADMIN) == 200
+            await api_login(legit, server.api_base, *ADMIN, **{"X-Forwarded-For": HOSTILE_IP})
+        assert await api_login(legit, server.api_base, *ADMIN) == 200
 
 
 async def test_forwarded_for_counts_from_a_trusted_proxy(make_rportd: ServerFactory) -> None:
@@ -53,11 +53,11 @@ async def test_forwarded_for_counts_from_a_trusted_proxy(make_rportd: ServerFact
     async with from_address(HOSTILE_IP) as proxy:
         for _ in range(3):
             xff = {"X-Forwarded-For": "203.0.113.7"}
-            assert await api_login(proxy, server.api_url, "admin", "wrong", **xff) == 401
+            assert await api_login(proxy, server.api_base, "admin", "wrong", **xff) == 401
         banned = {"X-Forwarded-For": "203.0.113.7"}
-        assert await api_login(proxy, server.api_url, *ADMIN, **banned) == 423
+        assert await api_login(proxy, server.api_base, *ADMIN, **banned) == 423
         other = {"X-Forwarded-For": "203.0.113.8"}
-        assert await api_login(proxy, server.api_url, *ADMIN, **other) == 200
+        assert await api_login(proxy, server.api_base, *ADMIN, **other) == 200
 
 
 async def test_rotating_forwarded_for_does_not_dodge_the_client_ban(
@@ -92,14 +92,14 @@ async def test_stranger_cannot_lock_the_admin_out(make_rportd: ServerFactory) ->
 
         async def attack() -> None:
             while not stop.is_set():
-                statuses.append(await api_login(hostile, server.api_url, "admin", "guess"))
+                statuses.append(await api_login(hostile, server.api_base, "admin", "guess"))
                 await asyncio.sleep(0.5)
 
         attacker = asyncio.create_task(attack())
         try:
             results = []
             for _ in range(10):
-                results.append(await api_login(legit, server.api_url, *ADMIN))
+                results.append(await api_login(legit, server.api_base, *ADMIN))
                 await asyncio.sleep(0.5)
         finally:
             stop.set()
