@@ -118,19 +118,20 @@ class OldestFirst:
         Only items pending longer than ``grace`` (and passing ``evictable``) go:
         a burst of fresh connections is let through, an idle one makes room.
         """
-        now = time.monotonic()
-        scopes: list[dict[Any, Any]] = []
+        scope: dict[Any, Any]
         if per_ip and self.count(ip) > limits.max_pending_per_ip:
-            scopes.append(self.by_ip[ip])
-        if len(self.all) > limits.max_pending:
-            scopes.append(self.all)
-        for scope in scopes:
-            for item, value in scope.items():
-                since = value[1] if isinstance(value, tuple) else value
-                if now - since < grace:
-                    break  # every later one is younger still
-                if evictable is None or evictable(item):
-                    return item
+            scope = self.by_ip[ip]  # the victim must come from the same source
+        elif len(self.all) > limits.max_pending:
+            scope = self.all
+        else:
+            return None
+        now = time.monotonic()
+        for item, value in scope.items():
+            since = value[1] if isinstance(value, tuple) else value
+            if now - since < grace:
+                break  # every later one is younger still
+            if evictable is None or evictable(item):
+                return item
         return None
 
 
