@@ -135,6 +135,9 @@ class OldestFirst:
         return None
 
 
+LINGER = 2.0
+"""Seconds a connection is kept to drain a body that was answered before it was read."""
+
 EVICT_GRACE = 1.0
 """Seconds a pending connection is safe from eviction (it may just not be read yet)."""
 
@@ -200,6 +203,9 @@ class GuardedRunner(web.AppRunner):
         self, app: web.Application, *, limits: ListenerLimits, trust: ProxyTrust, **kwargs: Any
     ) -> None:
         kwargs.setdefault("keepalive_timeout", limits.idle_timeout)
+        # After an early answer (401, 408, ...), drain what the peer still sends for at
+        # most this long, then close (aiohttp: 10 s).
+        kwargs.setdefault("lingering_time", LINGER)
         kwargs.setdefault(
             "logger", PeerErrorLogger("aiohttp.server.peers", logging.getLogger("aiohttp.server"))
         )

@@ -66,6 +66,7 @@ def create_api_app(server: RportServer) -> web.Application:
         client_max_size=cfg.max_request_bytes,
         middlewares=[
             middlewares.errors,
+            middlewares.body_deadline,
             middlewares.ip_ban,
             middlewares.authentication,
             middlewares.replica_writes,

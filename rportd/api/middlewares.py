@@ -23,6 +23,7 @@ _peer_mistakes = RateLimitedLog(log)
 
 API_PREFIX = "/api/v1/"
 BANNED_TEXT = "Too many bad attempts. Please try later."
+HA_PREFIX = "/api/v1/ha/"
 
 
 @web.middleware
@@ -67,6 +68,42 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.exception("API %s %s failed", request.method, request.path)
         text = (str(exc) or type(exc).__name__).encode("utf-8", "replace").decode()
         return json_response(ApiError(500, text).to_json(), 500)
+
+
+@web.middleware
+async def body_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Read a small body within ``[api] idle_timeout``, before anything else looks at it.
+
+    A peer that sends its body a byte at a time would otherwise hold the request open
+    for as long as it likes. Multipart bodies (file pushes) stream under their own
+    limit, and so do node-to-node calls (``/api/v1/ha/``, signed; their views read the
+    stream).
+    """
+    size = request.content_length
+    if (
+        size
+        and size <= request.app._client_max_size
+        and request.method != "GET"
+        and not request.content_type.startswith("multipart/")
+        and not request.path.startswith(HA_PREFIX)
+    ):
+        seconds = request.app[SERVER_KEY].config.api.idle_timeout
+        try:
+            async with asyncio.timeout(seconds):
+                await request.read()
+        except TimeoutError:
+            _peer_mistakes.warning(
+                "API %s %s from %s: body not received within %gs",
+                request.method,
+                request.path,
+                request.remote,
+                seconds,
+            )
+            detail = f"the {size} bytes of the body did not arrive within {seconds:g}s"
+            response = json_response(ApiError(408, "Request timeout.", detail).to_json(), 408)
+            response.force_close()
+            return response
+    return await handler(request)
 
 
 @web.middleware

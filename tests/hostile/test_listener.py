@@ -176,3 +176,30 @@ async def test_large_results_still_arrive_after_login(
     assert job["status"] == "successful", job
     assert len(job["result"]["stdout"]) == 300000
     assert sim.registered  # still the same connection
+
+
+async def test_slow_body_is_cut_off(make_rportd: ServerFactory) -> None:
+    """``POST /login`` needs no credentials: its body must still arrive in time."""
+    server = await make_rportd(api={"idle_timeout": "2s"})
+    reader, writer = await open_from(HOSTILE_IP, server.api_port)
+    writer.write(
+        b"POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n{"
+    )
+    await writer.drain()
+
+    async def trickle() -> None:
+        for _ in range(20):
+            await asyncio.sleep(0.3)
+            if writer.is_closing():
+                return
+            writer.write(b" ")
+
+    dribble = asyncio.create_task(trickle())
+    try:
+        status = await asyncio.wait_for(reader.readline(), 6)
+    finally:
+        dribble.cancel()
+    assert status.startswith(b"HTTP/1.1 408"), status
+    assert await closed_within(reader, 4)  # after lingering 2 s at most
+    writer.close()
