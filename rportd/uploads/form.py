@@ -195,7 +195,9 @@ async def read_upload_form(request: web.Request, limit: int, directory: Path) ->
         raise
     except (ValueError, AssertionError, RuntimeError, HttpProcessingError) as exc:
         await form.discard()
-        reason = str(getattr(exc, "message", "") or exc).strip() or "malformed body"
+        reason = (exc.message if isinstance(exc, HttpProcessingError) else str(exc)) or (
+            "malformed body"
+        )
         raise UploadError(400, f"multipart: {reason}") from None
     except BaseException:
         await form.discard()

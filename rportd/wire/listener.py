@@ -25,6 +25,7 @@ import aiohttp
 from aiohttp import web
 
 from rportd.httputil import TRUST_KEY, ProxyTrust, client_ip
+from rportd.metrics.instruments import Metrics
 from rportd.netlimits import EVICT_GRACE, ListenerLimits, OldestFirst, RateLimitedLog
 from rportd.wire.ssh import MAX_RECV_PACKET, PREAUTH_MAX_PACKET, RportServerConnection
 from rportd.wire.websocket import BoundedWebSocket, WebSocketTransport, pump
@@ -88,6 +89,7 @@ class ClientListener:
         trust: ProxyTrust | None = None,
         proxy_url: str = "",
         admission: Callable[[], str | None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._ssh_options = ssh_options
         self._connection_factory = connection_factory
@@ -100,6 +102,8 @@ class ClientListener:
         self._proxy_session: aiohttp.ClientSession | None = None
         self._admission = admission
         self._connections: set[RportServerConnection] = set()
+        self.metrics = metrics or Metrics()
+        self.handshakes_in_progress = 0
         self.app = web.Application(client_max_size=64 * 1024)
         self.app[TRUST_KEY] = trust or ProxyTrust()
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -118,6 +122,7 @@ class ClientListener:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         ip = client_ip(request)
         if self._is_banned(ip):
+            self.metrics.client_refused.labels("banned").inc()
             return web.Response(status=423, text=BANNED_TEXT)
         refusal = self._admission() if self._admission else None
         # After a refused upgrade the client sends HEAD and logs any Via header as an
@@ -130,6 +135,7 @@ class ClientListener:
                     if refusal:
                         # A refused upgrade makes the client try its next server (§9).
                         log.debug("refusing client connection from %s: %s", ip, refusal)
+                        self.metrics.client_refused.labels(refusal.partition(":")[0]).inc()
                         return web.Response(status=503, text=refusal, headers=headers)
                     return await self._serve_client(request, ip)
                 log.info("ignored client connection using protocol %s", offered)
@@ -160,7 +166,7 @@ class ClientListener:
             protocols=(SUBPROTOCOL,),
             max_msg_size=PREAUTH_MAX_MESSAGE,
             compress=False,
-            autoping=True,
+            autoping=False,  # pump() answers pings; pongs reach the transport
         )
         await ws.prepare(request)
         tcp = request.transport
@@ -174,7 +180,7 @@ class ClientListener:
         self._connections.add(conn)
         try:
             conn.connection_made(transport)
-            await pump(ws, conn, before_first=handshake.take_slot)
+            await pump(ws, conn, transport, before_first=handshake.take_slot)
         finally:
             self._connections.discard(conn)
             transport.abort()
@@ -279,6 +285,7 @@ class _Handshake:
         self._timer = None
         if self.done.done() or self._conn is None:
             return
+        self.listener.metrics.client_refused.labels("handshake_timeout").inc()
         log.info(
             "closing client connection from %s: no %s within %gs",
             self.ip,
@@ -298,6 +305,7 @@ class _Handshake:
             self.listener._handshakes.release()
             return
         self._slot = True
+        self.listener.handshakes_in_progress += 1
         self._arm()
 
     def _finished(self, _: object) -> None:
@@ -307,6 +315,7 @@ class _Handshake:
             self._timer = None
         if self._slot:
             self._slot = False
+            self.listener.handshakes_in_progress -= 1
             self.listener._handshakes.release()
         conn, ws = self._conn, self._ws
         if conn is not None and ws is not None and conn.is_open and not self._ended:

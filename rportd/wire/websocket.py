@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ from aiohttp import WSMsgType, web
 log = logging.getLogger(__name__)
 
 _OP_BINARY = 0x82  # FIN + binary opcode
+_OP_PING = 0x89  # FIN + ping opcode
 
 
 def binary_frame_header(length: int) -> bytes:
@@ -77,10 +79,14 @@ class WebSocketTransport(asyncio.Transport):
         self._loop = asyncio.get_running_loop()
         self._pending: list[tuple[bytes, ...]] = []  # the parts of each frame
         self._pending_size = 0
+        self.ping_answered_at = 0.0
+        """Monotonic send time of the newest WebSocket ping the peer answered."""
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name in self._info:
             return self._info[name]
+        if name == "websocket":
+            return self
         if name == "socket":
             return None  # keep asyncssh away from the real socket options
         return self._tcp.get_extra_info(name, default)
@@ -145,6 +151,21 @@ class WebSocketTransport(asyncio.Transport):
     def is_reading(self) -> bool:
         return self._tcp.is_reading()
 
+    def send_ping(self) -> None:
+        """Send a WebSocket ping carrying its send time; :func:`pump` reads the pong."""
+        if self._closing or self._ws.closed:
+            return
+        self._flush()
+        payload = struct.pack("!Q", time.monotonic_ns())
+        self._tcp.write(bytes((_OP_PING, len(payload))) + payload)
+
+    def pong_received(self, payload: bytes) -> None:
+        """A pong to one of our pings: note when that ping was sent."""
+        if len(payload) == 8:
+            sent = struct.unpack("!Q", payload)[0] / 1e9
+            if sent <= time.monotonic():
+                self.ping_answered_at = max(self.ping_answered_at, sent)
+
     def close(self) -> None:
         """Send what is pending, then close."""
         self._flush()
@@ -160,23 +181,31 @@ class WebSocketTransport(asyncio.Transport):
 async def pump(
     ws: web.WebSocketResponse,
     protocol: asyncio.Protocol,
+    transport: WebSocketTransport | None = None,
     before_first: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Feed every received message to ``protocol`` until the WebSocket ends.
 
-    ``before_first`` is awaited when the first message has arrived, before it is fed.
+    With ``transport``, the WebSocket runs without autoping: pings are answered
+    here and pongs reach :meth:`WebSocketTransport.pong_received`. ``before_first``
+    is awaited when the first data message has arrived, before it is fed.
     """
     exc: Exception | None = None
     try:
         while True:
             msg = await ws.receive()
-            if before_first is not None:
+            if before_first is not None and msg.type in (WSMsgType.BINARY, WSMsgType.TEXT):
                 await before_first()
                 before_first = None
             if msg.type is WSMsgType.BINARY:
                 protocol.data_received(msg.data)
             elif msg.type is WSMsgType.TEXT:
                 protocol.data_received(msg.data.encode())
+            elif msg.type is WSMsgType.PONG:
+                if transport is not None:
+                    transport.pong_received(msg.data)
+            elif msg.type is WSMsgType.PING:
+                await ws.pong(msg.data)
             elif msg.type is WSMsgType.ERROR:
                 exc = (
                     msg.data if isinstance(msg.data, Exception) else ConnectionError(str(msg.data))
