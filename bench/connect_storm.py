@@ -62,7 +62,9 @@ async def main() -> None:
         root,
         client_port,
         api_port,
-        f"  max_concurrent_ssh_handshakes = {args.handshakes}\n",
+        f"  max_concurrent_ssh_handshakes = {args.handshakes}\n"
+        # The simulated clients all come from 127.0.0.1; in a real storm they are many sources.
+        "  max_pending_connections_per_ip = 100000\n",
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     server = await asyncio.create_subprocess_exec(

@@ -22,7 +22,7 @@ from rportd.auth.accounts import AccountService
 from rportd.auth.delivery import PushoverSender, SenderUnavailable, build_sender
 from rportd.auth.jwt import TokenIssuer
 from rportd.auth.sessions import ApiSessionStore
-from rportd.auth.throttle import IpBan, LoginWait
+from rportd.auth.throttle import IpBan, LoginThrottle, LoginWait
 from rportd.auth.tokens import ApiTokenStore
 from rportd.auth.twofactor import TwoFactorService
 from rportd.auth.users import (
@@ -53,6 +53,7 @@ from rportd.ha.controller import HAController
 from rportd.ha.mirror import FileMirror
 from rportd.ha.state import ACTIVE, SECONDARY
 from rportd.ha.syncback import Outbox, SyncBack, SyncSource
+from rportd.httputil import TRUST_KEY, ProxyTrust
 from rportd.jobs.audit import ResultAudit
 from rportd.jobs.repository import JobRepository
 from rportd.jobs.service import JobService, JobSettings
@@ -61,6 +62,7 @@ from rportd.library.store import Library
 from rportd.metrics.exporter import MetricsExporter
 from rportd.metrics.instruments import Metrics
 from rportd.monitoring.store import MeasurementStore
+from rportd.netlimits import GuardedRunner, ListenerLimits
 from rportd.schedules.runner import ScheduleRunner
 from rportd.schedules.store import ScheduleStore
 from rportd.store.changes import ReplicatedDataset, WriteGuard
@@ -75,7 +77,7 @@ from rportd.uploads.sftp import sftp_channel_handler
 from rportd.vault import store as vault_store
 from rportd.vault.service import Vault
 from rportd.wire.hostkey import HostKey
-from rportd.wire.listener import ClientListener
+from rportd.wire.listener import ClientListener, HandshakeLimits
 from rportd.wire.ssh import server_options
 from rportd.wire.websocket import WebSocketTransport
 
@@ -123,8 +125,10 @@ class RportServer:
         self.auditlog: AuditLog | None = None
         self.two_fa: TwoFactorService | None = None
         self.tokens_issuer = TokenIssuer(config.api.jwt_secret or secrets.token_urlsafe(32))
-        self.api_login_wait = LoginWait(config.api.user_login_wait)
-        self.api_ip_ban = IpBan(config.api.max_failed_login, config.api.ban_time)
+        self.api_logins = LoginThrottle(
+            LoginWait(config.api.user_login_wait),
+            IpBan(config.api.max_failed_login, config.api.ban_time),
+        )
         self.tunnels = TunnelService(
             PortPool(config.server.allowed_ports()), TunnelSettings.from_config(config.server)
         )
@@ -324,8 +328,10 @@ class RportServer:
             ),
             self.credentials,
             registry,
-            LoginWait(cfg.server.client_login_wait),
-            IpBan(cfg.server.max_failed_login, cfg.server.ban_time),
+            LoginThrottle(
+                LoginWait(cfg.server.client_login_wait),
+                IpBan(cfg.server.max_failed_login, cfg.server.ban_time),
+            ),
             self.metrics,
         )
         await self.tunnels.start()
@@ -391,16 +397,29 @@ class RportServer:
         await self.schedule_runner.start()
         self._stack.push_async_callback(self.schedule_runner.stop)
 
+        client_limits = ListenerLimits(
+            idle_timeout=cfg.server.idle_timeout,
+            max_pending=cfg.server.max_pending_connections,
+            max_pending_per_ip=cfg.server.max_pending_connections_per_ip,
+        )
         self.listener = ClientListener(
-            server_options(self.host_key.ssh_key, login_timeout=60.0),
+            # Login time is bounded per handshake stage by the listener, not as a whole.
+            server_options(self.host_key.ssh_key, login_timeout=0),
             self.clients.connection_factory,
-            is_banned=self.clients.ip_ban.is_banned,
-            max_concurrent_handshakes=cfg.server.max_concurrent_ssh_handshakes,
+            is_banned=self.clients.logins.ban.is_banned,
+            limits=HandshakeLimits(
+                max_concurrent=cfg.server.max_concurrent_ssh_handshakes,
+                stage_timeout=cfg.server.ssh_handshake_stage_timeout,
+                pending=client_limits,
+            ),
+            trust=ProxyTrust(cfg.server.trusted_proxies, "[server] trusted_proxies"),
             proxy_url=cfg.server.proxy,
             admission=self.ha.admission_refusal if self.ha else None,
             metrics=self.metrics,
         )
-        self.client_address = await self._serve(self.listener.app, cfg.server.address, None)
+        self.client_address = await self._serve(
+            self.listener.app, cfg.server.address, client_limits, None
+        )
         self.clients.start(purge=cfg.server.purge_disconnected_clients)
         self._stack.push_async_callback(self.clients.stop)
         self._stack.callback(self.clients.close_all)
@@ -411,7 +430,7 @@ class RportServer:
             self._stack.push_async_callback(self.exporter.stop)
             if cfg.metrics.address:
                 self.metrics_address = await self._serve(
-                    self.exporter.app(), cfg.metrics.address, None
+                    self.exporter.app(), cfg.metrics.address, ListenerLimits(), None
                 )
         if cfg.api.enabled:
             from rportd.api.app import create_api_app
@@ -434,8 +453,15 @@ class RportServer:
                     doc_root = await asyncio.to_thread(DocRoot, cfg.api.doc_root)
                 except DocRootError as exc:
                     raise StartupError(str(exc)) from exc
+            api_app = create_api_app(self, doc_root)
+            api_app[TRUST_KEY] = ProxyTrust(cfg.api.trusted_proxies, "[api] trusted_proxies")
+            api_limits = ListenerLimits(
+                idle_timeout=cfg.api.idle_timeout,
+                max_pending=cfg.api.max_pending_connections,
+                max_pending_per_ip=cfg.api.max_pending_connections_per_ip,
+            )
             self.api_address = await self._serve(
-                create_api_app(self, doc_root), cfg.api.address, ssl_ctx, access_log
+                api_app, cfg.api.address, api_limits, ssl_ctx, access_log
             )
             # Upstream's wording: its test helpers (and operators' scripts) wait for it.
             log.info("API Listening on %s...", _host_port(self.api_address))
@@ -605,12 +631,15 @@ class RportServer:
         self,
         app: web.Application,
         address: str,
+        limits: ListenerLimits,
         ssl_ctx: ssl.SSLContext | None,
         access_log: logging.Logger | None = None,
     ) -> tuple[str, int]:
         host, port = split_host_port(address)
-        runner = web.AppRunner(
+        runner = GuardedRunner(
             app,
+            limits=limits,
+            trust=app.get(TRUST_KEY) or ProxyTrust(),
             access_log=access_log,
             access_log_class=CombinedAccessLogger,
             handle_signals=False,

@@ -15,6 +15,7 @@ from pathlib import Path
 from rportd import __version__
 from rportd.config import Config, ConfigError, add_server_flags, flags_to_overrides, load_config
 from rportd.logs import reopen_log, setup_logging
+from rportd.store.files import atomic_write_text
 from rportd.systemd import Notifier
 
 log = logging.getLogger("rportd")
@@ -53,8 +54,7 @@ def embedded_overrides(data_dir: Path) -> tuple[dict[str, dict[str, object]], di
             "api_user": "admin",
             "api_password": secrets.token_urlsafe(12),
         }
-        state_file.write_text(json.dumps(state, indent=1))
-        state_file.chmod(0o600)
+        atomic_write_text(state_file, json.dumps(state, indent=1))
     users_file = data_dir / "api-users.json"
     if not users_file.exists():
         hashed = bcrypt.hashpw(state["api_password"].encode(), bcrypt.gensalt(10)).decode()
@@ -65,8 +65,7 @@ def embedded_overrides(data_dir: Path) -> tuple[dict[str, dict[str, object]], di
                 "groups": ["Administrators"],
             }
         ]
-        users_file.write_text(json.dumps(users, indent=1))
-        users_file.chmod(0o600)
+        atomic_write_text(users_file, json.dumps(users, indent=1))
     overrides: dict[str, dict[str, object]] = {
         "server": {
             "address": "127.0.0.1:8080",

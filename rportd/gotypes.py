@@ -105,6 +105,23 @@ def go_dumpb(value: Any) -> bytes:
     return go_dumps(value).encode()
 
 
+def strict_loads(raw: bytes | str) -> Any:
+    """Parse JSON a peer sent; ``ValueError`` also for too deep nesting and lone surrogates.
+
+    Python's parser accepts ``"\\ud800"`` (which then cannot be written back as
+    UTF-8) and recurses once per nesting level.
+    """
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise ValueError("the JSON document is nested too deeply") from None
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ValueError("a string holds a lone UTF-16 surrogate (\\ud800-\\udfff)") from None
+    return value
+
+
 def json_kind(value: Any) -> str:
     """How Go's ``json.Unmarshal`` names a JSON value's kind in its type errors."""
     if isinstance(value, bool):

@@ -85,6 +85,7 @@ def create_api_app(server: RportServer, doc_root: webui.DocRoot | None = None) -
     if doc_root is not None:
         chain.append(webui.middleware(doc_root))
     chain += [
+        middlewares.body_deadline,
         middlewares.synchronous_replication,
         middlewares.ip_ban,
         middlewares.authentication,
@@ -98,8 +99,7 @@ def create_api_app(server: RportServer, doc_root: webui.DocRoot | None = None) -
         server.users,
         server.sessions,
         server.tokens_issuer,
-        server.api_login_wait,
-        server.api_ip_ban,
+        server.api_logins,
         password_basic_auth=not (cfg.two_fa_enabled or cfg.totp_enabled),
     )
     if server.api_tokens is not None:

@@ -76,7 +76,7 @@ async def _request_json(request: web.Request) -> Any:
         return None
     try:
         return json.loads(await request.read() or b"null")
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 

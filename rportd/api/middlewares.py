@@ -6,21 +6,25 @@ import asyncio
 import logging
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from rportd.api.context import AUTH_KEY, SERVER_KEY, set_identity
 from rportd.api.errors import ApiError, ErrorItem
 from rportd.api.guards import Handler
-from rportd.api.responses import json_response
+from rportd.api.responses import CONTENT_TYPE, json_response
 from rportd.api.security import check_token_scope
 from rportd.auth.accounts import AccountError
 from rportd.ha.changelog import ReadOnlyReplica, WriteNotReplicated, tracking_changes
 from rportd.httputil import client_ip
+from rportd.netlimits import RateLimitedLog, one_line
 from rportd.store.external import DatabaseError, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
+_peer_mistakes = RateLimitedLog(log)
 
 API_PREFIX = "/api/v1/"
 BANNED_TEXT = "Too many bad attempts. Please try later."
+HA_PREFIX = "/api/v1/ha/"
 
 
 @web.middleware
@@ -47,11 +51,14 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.error("API %s %s: %s", request.method, request.path, exc)
         return json_response(ApiError(500, str(exc)).to_json(), 500)
     except web.HTTPRequestEntityTooLarge:
-        return web.Response(
-            status=400,
-            text=f"Request data exceeds the limit of {request.app._client_max_size} bytes: "
-            "http: request body too large",
+        limit = request.app._client_max_size
+        title = (
+            "Invalid JSON data."
+            if request.content_type == CONTENT_TYPE
+            else f"Request data exceeds the limit of {limit} bytes"
         )
+        detail = f"http: request body too large (at most {limit} bytes: [api] max_request_bytes)"
+        return json_response(ApiError(400, title, detail).to_json(), 400)
     except web.HTTPNotFound:
         return web.Response(status=404, text="404 page not found")
     except web.HTTPMethodNotAllowed:
@@ -60,9 +67,53 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     except asyncio.CancelledError:
         raise
+    except (ConnectionError, HttpProcessingError) as exc:
+        # The peer went away or sent a broken body: its mistake, one line.
+        detail = one_line(exc)
+        _peer_mistakes.warning(
+            "API %s %s from %s: %s", request.method, request.path, request.remote, detail
+        )
+        return json_response(ApiError(400, "Malformed request body.", detail).to_json(), 400)
     except Exception as exc:
         log.exception("API %s %s failed", request.method, request.path)
-        return json_response(ApiError(500, str(exc) or type(exc).__name__).to_json(), 500)
+        text = (str(exc) or type(exc).__name__).encode("utf-8", "replace").decode()
+        return json_response(ApiError(500, text).to_json(), 500)
+
+
+@web.middleware
+async def body_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Read a small body within ``[api] idle_timeout``, before anything else looks at it.
+
+    A peer that sends its body a byte at a time would otherwise hold the request open
+    for as long as it likes. Multipart bodies (file pushes) stream under their own
+    limit, and so do node-to-node calls (``/api/v1/ha/``, signed; their views read the
+    stream).
+    """
+    size = request.content_length
+    if (
+        size
+        and size <= request.app._client_max_size
+        and request.method != "GET"
+        and not request.content_type.startswith("multipart/")
+        and not request.path.startswith(HA_PREFIX)
+    ):
+        seconds = request.app[SERVER_KEY].config.api.idle_timeout
+        try:
+            async with asyncio.timeout(seconds):
+                await request.read()
+        except TimeoutError:
+            _peer_mistakes.warning(
+                "API %s %s from %s: body not received within %gs",
+                request.method,
+                request.path,
+                request.remote,
+                seconds,
+            )
+            detail = f"the {size} bytes of the body did not arrive within {seconds:g}s"
+            response = json_response(ApiError(408, "Request timeout.", detail).to_json(), 408)
+            response.force_close()
+            return response
+    return await handler(request)
 
 
 @web.middleware
@@ -82,7 +133,7 @@ async def synchronous_replication(request: web.Request, handler: Handler) -> web
 async def ip_ban(request: web.Request, handler: Handler) -> web.StreamResponse:
     """423 for every API request from an IP banned after too many failed logins."""
     if request.path.startswith(API_PREFIX):
-        ban = request.app[AUTH_KEY].ip_ban
+        ban = request.app[AUTH_KEY].logins.ban
         if ban.enabled and ban.is_banned(client_ip(request)):
             return web.Response(status=423, text=BANNED_TEXT)
     return await handler(request)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
 
 from rportd.api.errors import ApiError
-from rportd.gotypes import go_dumps
+from rportd.gotypes import go_dumps, strict_loads
 
 CONTENT_TYPE = "application/json"
 
@@ -37,15 +36,49 @@ def created_empty() -> web.Response:
     return web.Response(status=201)
 
 
+JSON_TYPES = ("application/json",)
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
+"""Content types a web page may send to another site without asking it first (CORS)."""
+
+
+def check_json_content_type(request: web.Request) -> None:
+    """Refuse a body that does not say it is JSON (415).
+
+    A page on another site can post forms and text with the browser's cached
+    credentials; it cannot send ``application/json`` without the API's consent.
+    A body without any type is allowed only with a bearer token, which a browser
+    never adds on its own (rportcli sends ``/verify-2fa`` that way).
+    """
+    content_type = request.content_type
+    if content_type in JSON_TYPES or content_type.endswith("+json"):
+        return
+    if "Content-Type" not in request.headers and request.headers.get(
+        "Authorization", ""
+    ).lower().startswith("bearer "):
+        return
+    raise ApiError(
+        415,
+        "Unsupported content type.",
+        f"the request body must be JSON sent with Content-Type: application/json, "
+        f"got {request.headers.get('Content-Type', 'none')!r}",
+    )
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """Parse a request's JSON: bad syntax, too deep nesting and lone surrogates are a 400."""
+    try:
+        return strict_loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, "Invalid JSON data.", str(exc)) from None
+
+
 async def read_json(request: web.Request, allowed: Iterable[str] | None = None) -> dict[str, Any]:
     """The request body as a JSON object; unknown keys are refused when ``allowed`` is given."""
     raw = await request.read()
     if not raw.strip():
         raise ApiError(400, "Missing body with json data.")
-    try:
-        value = json.loads(raw)
-    except ValueError as exc:
-        raise ApiError(400, "Invalid JSON data.", str(exc)) from None
+    check_json_content_type(request)
+    value = parse_json(raw)
     if not isinstance(value, dict):
         raise ApiError(400, "Invalid JSON data.", "expected a JSON object")
     if allowed is not None:

@@ -13,7 +13,7 @@ from rportd.api.errors import ApiError, unauthorized
 from rportd.auth.jwt import InvalidToken, TokenClaims, TokenIssuer
 from rportd.auth.passwords import verify_password
 from rportd.auth.sessions import ApiSession, ApiSessionStore
-from rportd.auth.throttle import IpBan, LoginWait
+from rportd.auth.throttle import LoginThrottle
 from rportd.auth.users import ADMIN_GROUP, User, UserStore
 from rportd.httputil import client_ip
 
@@ -77,32 +77,29 @@ class Authenticator:
         users: UserStore,
         sessions: ApiSessionStore,
         issuer: TokenIssuer,
-        login_wait: LoginWait,
-        ip_ban: IpBan,
+        logins: LoginThrottle,
         *,
         password_basic_auth: bool = True,
     ) -> None:
         self.users = users
         self.sessions = sessions
         self.issuer = issuer
-        self.login_wait = login_wait
-        self.ip_ban = ip_ban
+        self.logins = logins
         self.password_basic_auth = password_basic_auth
         self.token_verifier: TokenVerifier | None = None
 
     def _failed(self, username: str, ip: str) -> ApiError:
-        self.login_wait.failed(username)
-        self.ip_ban.failed(ip)
+        self.logins.failed(username, ip)
         return unauthorized()
 
     async def check_password(self, username: str, password: str, ip: str) -> User:
         """The user if ``password`` is right; 429 while the name waits, else 401."""
-        if self.login_wait.is_waiting(username):
+        if self.logins.refuse(username, ip):
             raise ApiError(429, TOO_MANY)
         user = await self.users.get(username)
         if user is None or not await verify_password(user.password, password):
             raise self._failed(username, ip)
-        self.ip_ban.succeeded(ip)
+        self.logins.succeeded(ip)
         return user
 
     async def identity(
@@ -132,7 +129,7 @@ class Authenticator:
         return await self._bearer(request, token, ip)
 
     async def _basic(self, request: web.Request, username: str, secret: str, ip: str) -> Identity:
-        if self.login_wait.is_waiting(username):
+        if self.logins.refuse(username, ip):
             raise ApiError(429, TOO_MANY)
         user = await self.users.get(username)
         if user is None:
@@ -147,14 +144,14 @@ class Authenticator:
             raise self._failed(username, ip)
         if user.password_expired:
             raise unauthorized(PASSWORD_EXPIRED)
-        self.ip_ban.succeeded(ip)
+        self.logins.succeeded(ip)
         return await self.identity(user, token_scope=scope)
 
     async def _bearer(self, request: web.Request, token: str, ip: str) -> Identity:
         try:
             claims = self.issuer.verify(token)
         except InvalidToken:
-            self.ip_ban.failed(ip)
+            self.logins.ban.failed(ip)
             raise unauthorized() from None
         session = await self.sessions.get(claims.session_id)
         if session is None or session.username != claims.username:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from rportd.auth.passwords import hash_password, verify_password
 from rportd.auth.sessions import ApiSessionStore
-from rportd.auth.users import User, UsersReadOnly, UserStore
+from rportd.auth.users import ADMIN_GROUP, User, UsersReadOnly, UserStore
 
 if TYPE_CHECKING:
     from rportd.auth.tokens import ApiTokenStore
@@ -86,6 +86,8 @@ class AccountService:
         self.two_fa_on = two_fa_on
         self.receiver_check = receiver_check
         self.tokens: ApiTokenStore | None = None
+        self.keep_an_administrator = True
+        """Refuse API changes that leave no administrator (the CLI on the server may)."""
 
     # --- policy ------------------------------------------------------------------
 
@@ -199,6 +201,8 @@ class AccountService:
             updated.password_expired = change.password_expired
         if change.groups is not None:
             updated.groups = list(dict.fromkeys(change.groups))
+            if existing.is_admin and not updated.is_admin:
+                await self._keep_an_administrator(username)
         if change.two_fa_send_to:
             updated.two_fa_send_to = change.two_fa_send_to
         if change.totp_secret is not None:
@@ -213,10 +217,25 @@ class AccountService:
             await self.tokens.rename_user(username, new_name)
         return updated
 
+    async def _keep_an_administrator(self, leaving: str) -> None:
+        """Refuse a change that would leave no user in the Administrators group."""
+        if not self.keep_an_administrator:
+            return
+        others = [u for u in await self.users.list_users() if u.is_admin and u.username != leaving]
+        if not others:
+            raise AccountError(
+                400,
+                f"'{leaving}' is the last member of {ADMIN_GROUP}",
+                f"add another user to {ADMIN_GROUP} first, or nobody can manage users any more",
+            )
+
     async def delete_user(self, username: str) -> None:
         """Remove a user, their API tokens and sessions."""
-        if await self.users.get(username) is None:
+        user = await self.users.get(username)
+        if user is None:
             raise AccountError(404, f"cannot find user by username '{username}'")
+        if user.is_admin:
+            await self._keep_an_administrator(username)
         try:
             await self.users.delete(username)
         except UsersReadOnly:
@@ -241,12 +260,11 @@ class AccountService:
         old_password: str = "",
         two_fa_send_to: str = "",
     ) -> User:
-        """``PUT /me``: a new password needs the current one."""
-        if password:
-            if not old_password:
-                raise AccountError(403, "Missing old password.")
-            if not await verify_password(user.password, old_password):
-                raise AccountError(403, "Incorrect old password.")
+        """``PUT /me``: a new password needs the current one; a wrong one given refuses all."""
+        if password and not old_password:
+            raise AccountError(403, "Missing old password.")
+        if old_password and not await verify_password(user.password, old_password):
+            raise AccountError(403, "Incorrect old password.")
         return await self.update_user(
             user.username,
             UserChange(username=username, password=password, two_fa_send_to=two_fa_send_to),

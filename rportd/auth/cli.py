@@ -76,6 +76,7 @@ async def _run(config: Config, ns: argparse.Namespace) -> str:
             zxcvbn_min_score=config.api.password_zxcvbn_minscore,
             two_fa_on=bool(config.api.two_fa_token_delivery),
         )
+        accounts.keep_an_administrator = False  # whoever runs this can edit the file anyway
         groups = [g for part in ns.group or [] for g in part.split(",") if g] or None
         if ns.command == "add":
             change = UserChange(

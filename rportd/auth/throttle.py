@@ -1,4 +1,4 @@
-"""Failed-login throttles: a wait per login name and a ban per source IP."""
+"""Failed-login throttles: a wait per login name and source, and a ban per source IP."""
 
 from __future__ import annotations
 
@@ -6,24 +6,30 @@ import time
 
 
 class LoginWait:
-    """After a failure, further attempts for the same name are refused for ``seconds``."""
+    """After a failure, further attempts for the same name from the same source wait.
+
+    The wait is keyed by name *and* source address: a stranger who keeps sending
+    wrong passwords for a name delays only their own attempts, never the rightful
+    user's logins from elsewhere.
+    """
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self._until: dict[str, float] = {}
+        self._until: dict[tuple[str, str], float] = {}
 
-    def is_waiting(self, name: str) -> bool:
-        until = self._until.get(name)
+    def is_waiting(self, name: str, ip: str) -> bool:
+        key = (name, ip)
+        until = self._until.get(key)
         if until is None:
             return False
         if time.monotonic() >= until:
-            del self._until[name]
+            del self._until[key]
             return False
         return True
 
-    def failed(self, name: str) -> None:
+    def failed(self, name: str, ip: str) -> None:
         if self.seconds > 0:
-            self._until[name] = time.monotonic() + self.seconds
+            self._until[(name, ip)] = time.monotonic() + self.seconds
             if len(self._until) > 10_000:
                 self._expire()
 
@@ -74,6 +80,31 @@ class IpBan:
             self.bans_total += 1
         else:
             self._failures[ip] = count
+        if len(self._failures) > 100_000:
+            self._failures.clear()  # a flood of sources; forget counts rather than grow
 
     def succeeded(self, ip: str) -> None:
         self._failures.pop(ip, None)
+
+
+class LoginThrottle:
+    """The wait and the ban together, as every login path applies them."""
+
+    def __init__(self, wait: LoginWait, ban: IpBan) -> None:
+        self.wait = wait
+        self.ban = ban
+
+    def refuse(self, name: str, ip: str) -> bool:
+        """Whether this attempt must be refused unchecked; a refused attempt counts
+        toward the source's ban."""
+        if self.wait.is_waiting(name, ip):
+            self.ban.failed(ip)
+            return True
+        return False
+
+    def failed(self, name: str, ip: str) -> None:
+        self.wait.failed(name, ip)
+        self.ban.failed(ip)
+
+    def succeeded(self, ip: str) -> None:
+        self.ban.succeeded(ip)

@@ -73,7 +73,7 @@ class ClientConnection(asyncssh.SSHServer):
 
     async def validate_password(self, username: str, password: str) -> bool:
         svc = self.service
-        if svc.login_wait.is_waiting(username):
+        if svc.logins.refuse(username, self.ip):
             log.info(
                 "client auth %r from %s: too many requests, please try later", username, self.ip
             )
@@ -96,10 +96,9 @@ class ClientConnection(asyncssh.SSHServer):
                 extra={"peer": self.ip, "auth_id": username},
             )
             svc.metrics.client_refused.labels("auth").inc()
-            svc.login_wait.failed(username)
-            svc.ip_ban.failed(self.ip)
+            svc.logins.failed(username, self.ip)
             return False
-        svc.ip_ban.succeeded(self.ip)
+        svc.logins.succeeded(self.ip)
         self.auth_id = username
         return True
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from rportd.auth.throttle import IpBan, LoginWait
+from rportd.auth.throttle import LoginThrottle
 from rportd.clients.connection import ChannelHandler, ClientConnection, RequestHandler
 from rportd.clients.credentials import ClientCredentials
 from rportd.clients.model import Client
@@ -48,16 +48,14 @@ class ClientService:
         settings: ClientSettings,
         credentials: ClientCredentials,
         registry: ClientRegistry,
-        login_wait: LoginWait,
-        ip_ban: IpBan,
+        logins: LoginThrottle,
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.credentials = credentials
         self.registry = registry
-        self.login_wait = login_wait
-        self.ip_ban = ip_ban
+        self.logins = logins
         self.request_handlers: dict[str, RequestHandler] = {
             "updates_status": self._updates_status,
             "ip_addresses": self._ip_addresses,

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from rportd.config.model import (
     DAY_DURATION,
+    DEFAULT_MAX_CONCURRENT_SSH_HANDSHAKES,
     DURATION,
     EXT_DURATION,
     KIND,
@@ -436,6 +437,7 @@ def validate(config: Config) -> None:
     _validate_api(config)
     _validate_database(config)
     _validate_server_limits(config)
+    _validate_preauth_limits(config)
     _validate_monitoring(config)
     _validate_ha(config)
     _validate_metrics(config)
@@ -739,12 +741,12 @@ def _validate_server_limits(config: Config) -> None:
             f"{server.max_concurrent_ssh_handshakes}",
             "server.max_concurrent_ssh_handshakes",
         )
-    procs = os.cpu_count() or 1
-    if server.max_concurrent_ssh_handshakes > procs * 2:
+    if server.max_concurrent_ssh_handshakes > 4 * DEFAULT_MAX_CONCURRENT_SSH_HANDSHAKES:
         config.warnings.append(
             "allowing too many concurrent ssh handshakes ('max_concurrent_ssh_handshakes') "
-            "will slow down the server significantly and cause operational reliability issues. "
-            f"Please use a value less than or equal to the number of CPUs ({procs})"
+            "slows a connection storm down (measured). Please use a value up to "
+            f"{4 * DEFAULT_MAX_CONCURRENT_SSH_HANDSHAKES} (default "
+            f"{DEFAULT_MAX_CONCURRENT_SSH_HANDSHAKES})"
         )
     if server.check_clients_connection_interval < MIN_CHECK_CLIENTS_CONNECTION_INTERVAL:
         server.check_clients_connection_interval = MIN_CHECK_CLIENTS_CONNECTION_INTERVAL
@@ -759,6 +761,31 @@ def _validate_server_limits(config: Config) -> None:
             f"{format_go_duration(server.check_port_timeout)}",
             "server.check_port_timeout",
         )
+
+
+def _validate_preauth_limits(config: Config) -> None:
+    """``trusted_proxies``, ``idle_timeout`` and the pending-connection caps of both listeners."""
+    sections: list[tuple[str, Any]] = [("server", config.server), ("api", config.api)]
+    for name, section in sections:
+        for text in section.trusted_proxies:
+            try:
+                ipaddress.ip_network(text.strip(), strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"invalid '{name}.trusted_proxies': {text!r} is not an IP address or "
+                    'network (use e.g. "10.0.0.5" or "10.0.0.0/24")',
+                    f"{name}.trusted_proxies",
+                ) from None
+        positive = ["idle_timeout", "max_pending_connections", "max_pending_connections_per_ip"]
+        if name == "server":
+            positive.append("ssh_handshake_stage_timeout")
+        for key in positive:
+            value = getattr(section, key)
+            if value <= 0:
+                raise ConfigError(
+                    f"invalid '{name}.{key}': must be greater than 0, got {value}",
+                    f"{name}.{key}",
+                )
 
 
 def _validate_monitoring(config: Config) -> None:

@@ -75,7 +75,7 @@ class ServerCollector(Collector):
 
     def _logins(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         server = self.server
-        bans = {"clients": server.clients.ip_ban, "api": server.api_ip_ban}
+        bans = {"clients": server.clients.logins.ban, "api": server.api_logins.ban}
         failures = CounterMetricFamily(
             "rportd_login_failures",
             "Failed logins, by listener (clients: SSH credentials; api: API users).",

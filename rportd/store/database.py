@@ -187,6 +187,8 @@ class Database(SqlDatabase):
             if wal:
                 cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=5000")
+            # Each commit reaches the disk before it is acknowledged, WAL or not.
+            cursor.execute("PRAGMA synchronous=FULL")
             cursor.close()
 
         @event.listens_for(engine.sync_engine, "begin")

@@ -7,13 +7,13 @@ Upstream checks, in this order: targeting (``client_id``/``group_id``/``tags``),
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from rportd.clients.model import Client
+from rportd.gotypes import strict_loads
 from rportd.jobs.model import ClientTags
 from rportd.jobs.requests import JobRequestError
 from rportd.uploads.errors import UploadError
@@ -59,7 +59,7 @@ def _targeting(form: UploadForm) -> Targeting:
         if len(tags_values) > 1:
             raise UploadError(400, "tags form value must only contain a single element")
         try:
-            value = json.loads(tags_values[0])
+            value = strict_loads(tags_values[0])
         except ValueError as exc:
             raise UploadError(400, f"invalid tags value: {exc}") from None
         if value is not None:

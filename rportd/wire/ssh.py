@@ -15,7 +15,7 @@ import logging
 import os
 import struct
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -29,6 +29,7 @@ from asyncssh.constants import (
     MSG_CHANNEL_OPEN,
     MSG_GLOBAL_REQUEST,
     MSG_IGNORE,
+    MSG_NEWKEYS,
     MSG_REQUEST_FAILURE,
     MSG_REQUEST_SUCCESS,
     OPEN_UNKNOWN_CHANNEL_TYPE,
@@ -39,7 +40,8 @@ from asyncssh.session import SSHSession
 log = logging.getLogger(__name__)
 
 SERVER_VERSION = b"SSH-rport-v1-server"
-MAX_RECV_PACKET = 16 * 1024 * 1024  # large cmd_result packets (§7.6)
+MAX_RECV_PACKET = 16 * 1024 * 1024  # large cmd_result packets (§7.6), once logged in
+PREAUTH_MAX_PACKET = 64 * 1024  # before login: a Go client's largest is its KEXINIT (~2 KiB)
 CHANNEL_WINDOW = 2 * 1024 * 1024
 CHANNEL_MAX_PACKET = 32 * 1024
 
@@ -167,8 +169,11 @@ class RportServerConnection(SSHServerConnection):
 
     def __init__(self, loop: asyncio.AbstractEventLoop, options: Any) -> None:
         super().__init__(loop, options, acceptor=None, error_handler=None, wait=None)
-        self._max_recv_pktlen = MAX_RECV_PACKET
+        self._max_recv_pktlen = PREAUTH_MAX_PACKET
         self.handler: SSHHandler | None = None
+        self.handshake_progress: Callable[[str], None] | None = None
+        """Called with the next stage's name as the handshake moves on."""
+        self._keys_agreed = False
         self.expect_stray_ping_reply = False
         self._stray_null_pending = False
         self._pending_names: list[str] = []
@@ -199,7 +204,22 @@ class RportServerConnection(SSHServerConnection):
         self._send_kexinit()
         self._kexinit_sent = True
         self._recv_handler = self._recv_pkthdr
+        self._progressed("key exchange")
         return True
+
+    def _process_newkeys(self, pkttype: int, pktid: int, packet: SSHPacket) -> None:
+        super()._process_newkeys(pkttype, pktid, packet)
+        if not self._keys_agreed:
+            self._keys_agreed = True
+            self._progressed("login")
+
+    def _progressed(self, stage: str) -> None:
+        if self.handshake_progress is not None:
+            self.handshake_progress(stage)
+
+    def logged_in(self) -> None:
+        """Accept packets up to :data:`MAX_RECV_PACKET` now that the peer is known."""
+        self._max_recv_pktlen = max(self._max_recv_pktlen, MAX_RECV_PACKET)
 
     def send_server_host_keys(self) -> None:
         """Never announce host keys: the client would answer ``unknown request``."""
@@ -397,6 +417,7 @@ class RportServerConnection(SSHServerConnection):
         MSG_REQUEST_SUCCESS: _process_global_response,
         MSG_REQUEST_FAILURE: _process_global_response,
         MSG_CHANNEL_OPEN: _process_channel_open,
+        MSG_NEWKEYS: _process_newkeys,
     }
 
     def new_channel(self) -> asyncssh.SSHTCPChannel[bytes]:

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -33,6 +34,31 @@ def binary_frame_header(length: int) -> bytes:
     if length < 1 << 16:
         return struct.pack("!BBH", _OP_BINARY, 126, length)
     return struct.pack("!BBQ", _OP_BINARY, 127, length)
+
+
+class BoundedWebSocket(web.WebSocketResponse):
+    """A server WebSocket whose message size limit can be raised once the peer is known.
+
+    aiohttp refuses a frame whose header announces more than ``max_msg_size``
+    before buffering any of it, and closes the connection (1009).
+    """
+
+    def raise_message_limit(self, max_msg_size: int) -> None:
+        """Allow messages up to ``max_msg_size`` from now on.
+
+        Call it only at a message boundary when the peer has nothing in flight
+        (right after login, when the client waits for our answer): the reader
+        is replaced by a fresh one.
+        """
+        old, req, queue = self._parser, self._req, self._reader
+        if old is None or req is None or req.protocol is None or queue is None:
+            return
+        parser = type(old)(queue, max_msg_size, compress=False, decode_text=self._decode_text)
+        protocol = req.protocol
+        protocol._payload_parser = None
+        protocol.set_parser(parser)
+        self._parser = parser
+        self._max_msg_size = max_msg_size
 
 
 class WebSocketTransport(asyncio.Transport):
@@ -156,16 +182,21 @@ async def pump(
     ws: web.WebSocketResponse,
     protocol: asyncio.Protocol,
     transport: WebSocketTransport | None = None,
+    before_first: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Feed every received message to ``protocol`` until the WebSocket ends.
 
     With ``transport``, the WebSocket runs without autoping: pings are answered
-    here and pongs reach :meth:`WebSocketTransport.pong_received`.
+    here and pongs reach :meth:`WebSocketTransport.pong_received`. ``before_first``
+    is awaited when the first data message has arrived, before it is fed.
     """
     exc: Exception | None = None
     try:
         while True:
             msg = await ws.receive()
+            if before_first is not None and msg.type in (WSMsgType.BINARY, WSMsgType.TEXT):
+                await before_first()
+                before_first = None
             if msg.type is WSMsgType.BINARY:
                 protocol.data_received(msg.data)
             elif msg.type is WSMsgType.TEXT:

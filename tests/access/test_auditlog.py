@@ -146,7 +146,12 @@ async def test_disabled_and_obfuscated(
 
     hidden = await make_server(
         "hidden",
-        api={"auth": None, "auth_file": str(users), "use_ip_obfuscation": True},
+        api={
+            "auth": None,
+            "auth_file": str(users),
+            "use_ip_obfuscation": True,
+            "trusted_proxies": ["127.0.0.1"],  # the header below comes from a proxy
+        },
     )
     api = api_for(hidden, http, "admin", ADMIN_PW)
     headers = {"X-Forwarded-For": "203.0.113.77"}

@@ -79,7 +79,7 @@ async def test_database_restart_mid_run(
     await sim.start()
     await sim.wait_event("Retrying in", 10)
     assert not sim.registered
-    assert not server.clients.ip_ban.is_banned("127.0.0.1")
+    assert not server.clients.logins.ban.is_banned("127.0.0.1")
 
     db.server.start()
     await sim.wait_registered(15)

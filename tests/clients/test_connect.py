@@ -136,6 +136,9 @@ async def test_wrong_password_and_unknown_id_fail_auth(server: RportServer, sims
     for auth in (f"{CLIENT_AUTH[0]}:wrong", "nobody:secret-1"):
         result = await connect_once(server, auth=auth)
         assert (result.ok, result.stage) == (False, "auth")
+    # As a real client would (its backoff is 5 s or more): attempts from the same source
+    # within client_login_wait are refused and count toward the ban.
+    await asyncio.sleep(server.config.server.client_login_wait)
     await assert_healthy(server, sims)
 
 

@@ -57,6 +57,8 @@ async def _first_request(ws: web.WebSocketResponse) -> MultiJobRequest:
         value, _ = json.JSONDecoder().raw_decode(text)
     except ValueError as exc:
         raise _Refused("Invalid JSON data.", str(exc)) from None
+    except RecursionError:
+        raise _Refused("Invalid JSON data.", "the JSON document is nested too deeply") from None
     try:
         return MultiJobRequest.parse(value)
     except JobRequestError as exc:

@@ -48,7 +48,7 @@ async def proxied_user(request: web.Request, username: str) -> User:
     if user is not None:
         return user
     if not cfg.create_missing_users:
-        request.app[AUTH_KEY].ip_ban.failed(client_ip(request))
+        request.app[AUTH_KEY].logins.ban.failed(client_ip(request))
         raise unauthorized()
     change = UserChange(
         username=username, password=secrets.token_urlsafe(32), groups=[cfg.default_user_group]
@@ -77,11 +77,11 @@ async def login(
     """
     server = server_of(request)
     auth = request.app[AUTH_KEY]
-    if auth.login_wait.is_waiting(username):
+    ip = client_ip(request)
+    if auth.logins.refuse(username, ip):
         raise ApiError(429, TOO_MANY)
     if not username:
         raise unauthorized("username is required")
-    ip = client_ip(request)
     if proxied:
         user = await proxied_user(request, username)
     else:
@@ -107,7 +107,7 @@ async def get_login(request: web.Request) -> web.Response:
         return await login(request, request.headers.get(cfg.user_header, ""), "", proxied=True)
     creds = basic_credentials(request)
     if creds is None:
-        request.app[AUTH_KEY].ip_ban.failed(client_ip(request))
+        request.app[AUTH_KEY].logins.ban.failed(client_ip(request))
         raise unauthorized("auth is required")
     return await login(request, *creds)
 
@@ -124,7 +124,7 @@ async def post_login(request: web.Request) -> web.Response:
             k: expect_type(body, k, str, "") for k in ("username", "password", "new_password")
         }
     else:
-        request.app[AUTH_KEY].ip_ban.failed(client_ip(request))
+        request.app[AUTH_KEY].logins.ban.failed(client_ip(request))
         raise bad_request(f"unsupported content type: {content_type}")
     return await login(request, values["username"], values["password"], values["new_password"])
 

@@ -25,7 +25,8 @@ async def verify_2fa(request: web.Request) -> web.Response:
     body = await read_json(request, ("username", "token"))
     username = expect_type(body, "username", str, "")
     code = expect_type(body, "token", str, "")
-    if auth.login_wait.is_waiting(username):
+    ip = client_ip(request)
+    if auth.logins.refuse(username, ip):
         raise ApiError(429, TOO_MANY)
     if not username:
         raise unauthorized("username is required")
@@ -33,14 +34,13 @@ async def verify_2fa(request: web.Request) -> web.Response:
         raise unauthorized("token is required")
     lifetime = token_lifetime(request)
     identity = identity_of(request)
-    ip = client_ip(request)
     if identity.username != username:
-        auth.ip_ban.failed(ip)
+        auth.logins.failed(username, ip)
         raise forbidden("access denied")
     try:
         service.verify(identity.user, code)
     except TwoFactorError:
-        auth.ip_ban.failed(ip)
+        auth.logins.failed(username, ip)
         raise
     sessions = server.sessions
     assert sessions is not None
