@@ -34,6 +34,7 @@ from rportd.jobs.model import (
 from rportd.jobs.repository import JobRepository
 from rportd.jobs.requests import MultiJobRequest
 from rportd.jobs.streams import JobStream, OutputChannelSession
+from rportd.jobs.writer import JobWriter
 from rportd.timers import Scheduler, Timer
 from rportd.wire.ssh import ConnectionClosed, RequestFailed
 
@@ -116,6 +117,7 @@ class JobService:
 
     def __init__(self, repo: JobRepository, clients: ClientService, settings: JobSettings) -> None:
         self.repo = repo
+        self.writer = JobWriter(repo)
         self.clients = clients
         self.settings = settings
         self._pending: dict[str, _Pending] = {}
@@ -145,6 +147,7 @@ class JobService:
             self._pending[job.jid] = pending
             self._set_deadline(pending, left + self.settings.result_grace)
         self._timers.start()
+        self.writer.start()
         self._loops.append(asyncio.create_task(self._cleanup_loop(), name="jobs-cleanup"))
 
     async def stop(self) -> None:
@@ -153,6 +156,7 @@ class JobService:
         await asyncio.gather(*self._loops, *self._tasks, return_exceptions=True)
         self._loops.clear()
         self._tasks.clear()
+        await self.writer.stop()
         await self._timers.stop()
         for pending in self._pending.values():
             if pending.waiter is not None and not pending.waiter.done():
@@ -197,11 +201,12 @@ class JobService:
         """Start a job on one connected client (REST); it is stored as ``running``.
 
         Raises :class:`RunFailed` when the client cannot be reached or refuses;
-        nothing is stored then (as upstream).
+        nothing is stored then (as upstream). The job is stored in the background:
+        :meth:`job` finds it meanwhile.
         """
         job = self._new_job(client, spec, created_by)
         running, _ = await self._send(client, job, wait=False)
-        await self.repo.create_if_absent(running)
+        self.writer.put(running)
         return running
 
     async def _send(
@@ -364,10 +369,7 @@ class JobService:
         return running, waiter
 
     async def _store_started(self, job: Job) -> None:
-        try:
-            await self.repo.create_if_absent(job)
-        except Exception:
-            log.exception("cannot store job %s", job.jid)
+        await self.writer.put(job)
 
     # --- results from clients -------------------------------------------------------------
 
@@ -407,10 +409,7 @@ class JobService:
         self._spawn(self._finish(job, pending, reported), f"job-result-{job.jid}")
 
     async def _finish(self, job: Job, pending: _Pending | None, reported: bool) -> None:
-        try:
-            await self.repo.upsert(job)
-        except Exception:
-            log.exception("cannot store the result of job %s", job.jid)
+        await self.writer.put(job)
         if pending is not None and pending.waiter is not None and not pending.waiter.done():
             pending.waiter.set_result(job)
         for listener in self.result_listeners if reported else ():
@@ -439,7 +438,7 @@ class JobService:
 
     async def _fail_oversized(self, client_id: str, jid: str, error: str) -> None:
         pending = self._pending.get(jid)
-        base = pending.job if pending is not None else await self.repo.get(jid)
+        base = pending.job if pending is not None else await self.job(jid)
         if base is None or base.client_id != client_id:
             log.warning("dropped an oversized result of unknown job %s (client %s)", jid, client_id)
             return
@@ -518,6 +517,19 @@ class JobService:
 
     # --- reads ------------------------------------------------------------------------
 
+    async def job(self, jid: str) -> Job | None:
+        """Job ``jid`` as stored, or as it will be stored once its batch is committed."""
+        queued = self.writer.unstored(jid)
+        if queued is not None and queued.multi_job_id is None:
+            return Job.from_row(queued.row())  # as read back: times in UTC
+        await self.writer.flush()  # a multi-job's child: its schedule_id is in the join
+        return await self.repo.get(jid)
+
+    async def multi_job(self, jid: str) -> MultiJob | None:
+        """A multi-client job with its newest child jobs, queued writes included."""
+        await self.writer.flush()
+        return await self.repo.get_multi_job(jid)
+
     async def list_jobs(
         self,
         options: ListOptions,
@@ -527,6 +539,7 @@ class JobService:
     ) -> tuple[list[Job], int]:
         """A page of jobs within ``scope`` (one client or one multi-job) and the total."""
         options.filters = [*options.filters, scope]
+        await self.writer.flush()
         jobs = await self.repo.page(options, fields, result_fields)
         return jobs, await self.repo.count(options.filters)
 
