@@ -73,9 +73,12 @@ class Running:
 
 
 def write_config(root: Path, client_port: int, api_port: int) -> Path:
-    """The bench config with monitoring on (the default) and tunnel ports."""
+    """The bench config with monitoring on (the default), tunnel ports, room for 1,000 ids."""
     path = harness_config(root, client_port, api_port, '  used_ports = ["33000-33999"]\n')
-    path.write_text(path.read_text().replace("enabled = false", "enabled = true"))
+    text = path.read_text().replace("enabled = false", "enabled = true")
+    # A multi-job naming 1,000 clients is larger than the default 10 KiB body limit.
+    text = text.replace("[api]\n", "[api]\n  max_request_bytes = 1048576\n")
+    path.write_text(text)
     return path
 
 
@@ -382,6 +385,9 @@ def table(medians: dict[str, Figures], clients: int) -> str:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server-binary", default="", help="upstream's rportd executable")
+    parser.add_argument(
+        "--server-name", default="upstream", help="column name of --server-binary's figures"
+    )
     parser.add_argument("--rport", default="", help="the real rport client executable")
     parser.add_argument("--clients", type=int, default=1000, help="simulated clients (0: none)")
     parser.add_argument("--rounds", type=int, default=3)
@@ -391,7 +397,7 @@ async def main() -> None:
     args = parser.parse_args()
     servers = [Server("rportd", [sys.executable, "-m", "rportd"])]
     if args.server_binary:
-        servers.insert(0, Server("upstream", [args.server_binary]))
+        servers.insert(0, Server(args.server_name, [args.server_binary]))
     runs: dict[str, list[Figures]] = {s.name: [] for s in servers}
     for i in range(args.rounds):
         for server in servers:
