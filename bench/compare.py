@@ -225,9 +225,15 @@ async def command_round_trip(run: Running) -> float:
 
 
 async def command_figures(run: Running, count: int, prefix: str) -> Figures:
+    """Median round trip, and the server's CPU milliseconds per round trip (polls included)."""
     await command_round_trip(run)  # warm up
+    before = sum(cpu_seconds(run.pid))
     times = [await command_round_trip(run) for _ in range(count)]
-    return {f"{prefix}_command_rtt_p50_ms": statistics.median(times)}
+    cpu = sum(cpu_seconds(run.pid)) - before
+    return {
+        f"{prefix}_command_rtt_p50_ms": statistics.median(times),
+        f"{prefix}_command_cpu_ms": cpu / count * 1e3,
+    }
 
 
 async def _count(run: Running, url: str) -> int:
@@ -315,7 +321,9 @@ async def load_figures(run: Running, clients: int) -> Figures:
         }
         figures.update(await command_figures(run, 10, "loaded"))
         ids = [f"load-{n}" for n in range(1, clients + 1)]
+        before = sum(cpu_seconds(run.pid))
         figures["multi_job_s"] = await multi_job_seconds(run, ids)
+        figures["multi_job_cpu_s"] = sum(cpu_seconds(run.pid)) - before
         return figures
     finally:
         sims.send_signal(signal.SIGINT)
@@ -356,8 +364,11 @@ ROWS: list[tuple[str, str, bool]] = [
     ("rtt_added_p50_us", "latency added by a tunnel, 64 B RTT p50 (µs)", True),
     ("rtt_added_p99_us", "latency added by a tunnel, 64 B RTT p99 (µs)", True),
     ("idle_command_rtt_p50_ms", "command round trip, idle (ms)", True),
+    ("idle_command_cpu_ms", "server CPU per command round trip, idle (ms)", True),
     ("loaded_command_rtt_p50_ms", "command round trip, N clients (ms)", True),
+    ("loaded_command_cpu_ms", "server CPU per command round trip, N clients (ms)", True),
     ("multi_job_s", "multi-job on N clients, until all finished (s)", True),
+    ("multi_job_cpu_s", "server CPU for that multi-job (s)", True),
     ("list_clients_p50_ms", "GET /clients p50, N clients (ms)", True),
     ("kib_per_client", "server RSS per client (KiB)", True),
 ]
