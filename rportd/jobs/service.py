@@ -34,7 +34,7 @@ from rportd.jobs.model import (
 from rportd.jobs.repository import JobRepository
 from rportd.jobs.requests import MultiJobRequest
 from rportd.jobs.streams import JobStream, OutputChannelSession
-from rportd.jobs.writer import JobWriter
+from rportd.jobs.writer import RECENT_JOBS, JobWriter
 from rportd.timers import Scheduler, Timer
 from rportd.wire.ssh import ConnectionClosed, RequestFailed
 
@@ -117,7 +117,7 @@ class JobService:
 
     def __init__(self, repo: JobRepository, clients: ClientService, settings: JobSettings) -> None:
         self.repo = repo
-        self.writer = JobWriter(repo)
+        self.writer = JobWriter(repo, min(RECENT_JOBS, settings.max_results))
         self.clients = clients
         self.settings = settings
         self._pending: dict[str, _Pending] = {}
@@ -509,6 +509,7 @@ class JobService:
             await asyncio.sleep(self.settings.cleanup_interval)
             try:
                 removed = await self.repo.cleanup(self.settings.max_results)
+                self.writer.forget_recent()
             except Exception:
                 log.exception("jobs cleanup failed")
             else:
@@ -519,9 +520,9 @@ class JobService:
 
     async def job(self, jid: str) -> Job | None:
         """Job ``jid`` as stored, or as it will be stored once its batch is committed."""
-        queued = self.writer.unstored(jid)
-        if queued is not None and queued.multi_job_id is None:
-            return Job.from_row(queued.row())  # as read back: times in UTC
+        known = self.writer.latest(jid)
+        if known is not None and known.multi_job_id is None:
+            return Job.from_row(known.row())  # as read back: times in UTC
         await self.writer.flush()  # a multi-job's child: its schedule_id is in the join
         return await self.repo.get(jid)
 

@@ -40,12 +40,14 @@ async def test_batched_writes_keep_the_final_state(tmp_path: Path) -> None:
             for job in running
         ]
         stored = [writer.put(job) for job in running]
-        assert writer.unstored("j7") == running[7]  # readable before any commit
+        assert writer.latest("j7") == running[7]  # readable before any commit
         stored += [writer.put(job) for job in done]
         writer.put(running[3])  # a late copy that still says running changes nothing
         await asyncio.gather(*stored)
         await writer.flush()
-        assert writer.unstored("j7") is None
+        assert writer.latest("j7") == done[7]  # finished: kept in memory once stored
+        await repo.upsert(done[7].copy(error="synced from another node"))
+        assert writer.latest("j7") is None  # another write: read from jobs.db again
         for job in done:
             found = await repo.get(job.jid)
             assert found is not None
