@@ -202,18 +202,20 @@ async def _poll(check: Callable[[], Awaitable[bool]], timeout: float) -> None:
         await asyncio.sleep(0.001)
 
 
+async def start_job(run: Running, url: str, request: dict[str, object]) -> str:
+    """``POST`` a command request; the job id the server answers with."""
+    status, body = await api_call(run.http, "POST", url, json=request)
+    data = body.get("data")
+    if status != 200 or not isinstance(data, dict):
+        raise SystemExit(f"POST {url}: {status} {body}")
+    return str(data["jid"])
+
+
 async def command_round_trip(run: Running) -> float:
     """Milliseconds from ``POST /clients/{id}/commands`` until a poll sees it finished."""
     started = time.perf_counter()
     url = f"{run.api}/clients/{CLIENT_ID}/commands"
-    status, body = await api_call(
-        run.http, "POST", url, json={"command": COMMAND, "timeout_sec": 30}
-    )
-    if status != 200:
-        raise SystemExit(f"POST {url}: {status} {body}")
-    data = body["data"]
-    assert isinstance(data, dict)
-    job_url = f"{url}/{data['jid']}"
+    job_url = f"{url}/{await start_job(run, url, {'command': COMMAND, 'timeout_sec': 30})}"
 
     async def finished() -> bool:
         status, body = await api_call(run.http, "GET", job_url)
@@ -247,22 +249,14 @@ async def _count(run: Running, url: str) -> int:
 async def multi_job_seconds(run: Running, client_ids: list[str]) -> float:
     """Seconds from ``POST /commands`` on every client until every job has finished."""
     started = time.perf_counter()
-    status, body = await api_call(
-        run.http,
-        "POST",
-        f"{run.api}/commands",
-        json={
-            "client_ids": client_ids,
-            "command": COMMAND,
-            "timeout_sec": 60,
-            "execute_concurrently": True,
-        },
-    )
-    if status != 200:
-        raise SystemExit(f"POST /commands: {status} {body}")
-    data = body["data"]
-    assert isinstance(data, dict)
-    jobs = f"{run.api}/commands/{data['jid']}/jobs?page[limit]=1"
+    request = {
+        "client_ids": client_ids,
+        "command": COMMAND,
+        "timeout_sec": 60,
+        "execute_concurrently": True,
+    }
+    jid = await start_job(run, f"{run.api}/commands", request)
+    jobs = f"{run.api}/commands/{jid}/jobs?page[limit]=1"
 
     async def finished() -> bool:
         await asyncio.sleep(0.05)
