@@ -4,8 +4,8 @@ A command round trip used to wait for two SQLite commits (the started job,
 then its result), and a multi-job on 1,000 clients made 2,000 of them.
 :class:`JobWriter` keeps the newest unstored version of each job in memory,
 where reads find it at once, and stores everything queued in one transaction.
-The newest finished single-client jobs stay in memory after they are stored, so
-a caller polling for a result is answered without reading ``jobs.db``.
+The newest single-client jobs stay in memory after they are stored, so a caller
+polling for a result is answered without reading ``jobs.db``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ class JobWriter:
         self.repo = repo
         self._queued: dict[str, Job] = {}
         self._writing: dict[str, Job] = {}
-        # Finished single-client jobs as stored, newest last; any other write of a
-        # job (HA sync back) drops its copy here.
+        # Single-client jobs as stored, newest last; any other write of a job
+        # (HA sync back) drops its copy here.
         self._recent: OrderedDict[str, Job] = OrderedDict()
         self._recent_max = recent
         repo.write_listeners.append(self._written)
@@ -64,11 +64,11 @@ class JobWriter:
         return self._stored
 
     def latest(self, jid: str) -> Job | None:
-        """The newest version of ``jid`` if it is queued, being stored or recently finished."""
+        """The newest version of ``jid`` if it is queued, being stored or recently stored."""
         return self._queued.get(jid) or self._writing.get(jid) or self._recent.get(jid)
 
     def forget_recent(self) -> None:
-        """Drop the finished jobs kept in memory (after jobs were deleted)."""
+        """Drop the jobs kept in memory (after jobs were deleted)."""
         self._recent.clear()
 
     def _written(self, kind: str, jid: str) -> None:
@@ -78,9 +78,14 @@ class JobWriter:
     def _remember(self, jobs: dict[str, Job]) -> None:
         recent = self._recent
         for jid, job in jobs.items():
-            if job.status != STATUS_RUNNING and job.multi_job_id is None:
-                recent[jid] = job
-                recent.move_to_end(jid)
+            if job.multi_job_id is not None:  # a child's schedule_id comes from a join
+                continue
+            known = recent.get(jid)
+            ended = known is not None and known.status != STATUS_RUNNING
+            if ended and job.status == STATUS_RUNNING:
+                continue  # a late running copy: jobs.db kept the result too
+            recent[jid] = job
+            recent.move_to_end(jid)
         while len(recent) > self._recent_max:
             recent.popitem(last=False)
 

@@ -45,7 +45,8 @@ async def test_batched_writes_keep_the_final_state(tmp_path: Path) -> None:
         writer.put(running[3])  # a late copy that still says running changes nothing
         await asyncio.gather(*stored)
         await writer.flush()
-        assert writer.latest("j7") == done[7]  # finished: kept in memory once stored
+        assert writer.latest("j7") == done[7]  # kept in memory once stored
+        assert writer.latest("j3") == done[3]
         await repo.upsert(done[7].copy(error="synced from another node"))
         assert writer.latest("j7") is None  # another write: read from jobs.db again
         for job in done:
