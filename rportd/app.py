@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import ssl
+from collections.abc import Coroutine, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,7 +19,7 @@ from rportd.api.access_log import CombinedAccessLogger, open_access_log
 from rportd.auditlog.store import AuditLog
 from rportd.auditlog.syncback import AuditSyncSource
 from rportd.auth.accounts import AccountService
-from rportd.auth.delivery import SenderUnavailable, build_sender
+from rportd.auth.delivery import PushoverSender, SenderUnavailable, build_sender
 from rportd.auth.jwt import TokenIssuer
 from rportd.auth.sessions import ApiSessionStore
 from rportd.auth.throttle import IpBan, LoginWait
@@ -42,9 +43,11 @@ from rportd.clients.credentials import (
 )
 from rportd.clients.groups import ClientGroupStore
 from rportd.clients.registry import ClientRegistry, RegistrySettings
+from rportd.clients.replicated_tunnels import ClientTunnels
 from rportd.clients.service import ClientService, ClientSettings
 from rportd.clients.syncback import ClientSyncSource
 from rportd.config import Config
+from rportd.config.unsupported import refusals
 from rportd.ha.changelog import ChangeLog
 from rportd.ha.controller import HAController
 from rportd.ha.mirror import FileMirror
@@ -55,12 +58,15 @@ from rportd.jobs.repository import JobRepository
 from rportd.jobs.service import JobService, JobSettings
 from rportd.jobs.syncback import JobSyncSource, MultiJobSyncSource
 from rportd.library.store import Library
+from rportd.metrics.exporter import MetricsExporter
+from rportd.metrics.instruments import Metrics
 from rportd.monitoring.store import MeasurementStore
 from rportd.schedules.runner import ScheduleRunner
 from rportd.schedules.store import ScheduleStore
-from rportd.store.changes import ReplicatedDataset
+from rportd.store.changes import ReplicatedDataset, WriteGuard
 from rportd.store.clients import ClientRepository
-from rportd.store.database import Database
+from rportd.store.database import Database, SqlDatabase
+from rportd.store.external import DatabaseUnavailable, error_reason, external_database
 from rportd.tunnels.ports import PortPool
 from rportd.tunnels.service import TunnelService, TunnelSettings
 from rportd.tunnels.stored import StoredTunnelStore
@@ -71,6 +77,7 @@ from rportd.vault.service import Vault
 from rportd.wire.hostkey import HostKey
 from rportd.wire.listener import ClientListener
 from rportd.wire.ssh import server_options
+from rportd.wire.websocket import WebSocketTransport
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +113,8 @@ class RportServer:
         self.host_key = HostKey(config.server.key_seed)
         self.fingerprint = self.host_key.fingerprint
         self.databases: dict[str, Database] = {}
-        self.external_db: Database | None = None
+        self.external_db: SqlDatabase | None = None
+        self._unchecked_tables = False  # [database] did not answer at start
         self.credentials: ClientCredentials
         self.users: UserStore | None = None
         self.sessions: ApiSessionStore | None = None
@@ -125,6 +133,7 @@ class RportServer:
         self.measurements: MeasurementStore | None = None
         self.uploads: UploadService | None = None
         self.replicated: dict[str, ReplicatedDataset] = {}
+        self.db_replicated: dict[str, ReplicatedDataset] = {}
         self.ha: HAController | None = None
         self.sync_sources: dict[str, SyncSource] = {}
         self.syncback: SyncBack | None = None
@@ -139,6 +148,9 @@ class RportServer:
         self.listener: ClientListener
         self.client_address: tuple[str, int] | None = None
         self.api_address: tuple[str, int] | None = None
+        self.metrics_address: tuple[str, int] | None = None
+        self.metrics = Metrics()
+        self.exporter: MetricsExporter | None = None
         self._stack = AsyncExitStack()
         self._stopped = asyncio.Event()
 
@@ -150,27 +162,46 @@ class RportServer:
             if wal is None:
                 wal = self.config.server.sqlite_wal
             db = Database(self.data_dir / filename, schema, wal=wal)
+            db.write_observer = self.metrics.db_write_seconds.labels(filename).observe
             await db.open()
             self.databases[filename] = db
             self._stack.push_async_callback(db.close)
         return self.databases[filename]
 
-    async def _open_external_db(self) -> Database | None:
+    async def _open_external_db(self) -> SqlDatabase | None:
+        """The ``[database]`` DB; a server that does not answer yet is not fatal."""
         cfg = self.config.database
         if not cfg.db_type:
             return None
-        if cfg.db_type != "sqlite":
-            raise StartupError(
-                f"[database] db_type = {cfg.db_type!r} is not supported by this server yet: "
-                "use db_type = 'sqlite' with db_name = the path of the SQLite file"
-            )
-        db = Database(cfg.db_name, None, wal=self.config.server.sqlite_wal)
+        try:
+            db = external_database(cfg, wal=self.config.server.sqlite_wal)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from exc
+        self._stack.push_async_callback(db.close)
         try:
             await db.open()
+        except DatabaseUnavailable as exc:
+            log.error("%s; requests that need it fail (503) until it answers", exc)
+            self._unchecked_tables = True
         except Exception as exc:
-            raise StartupError(f"cannot open [database] db_name {cfg.db_name!r}: {exc}") from exc
-        self._stack.push_async_callback(db.close)
+            raise StartupError(f"cannot open [database] {db.label}: {exc}") from exc
+        else:
+            log.info("[database]: connected to %s", db.label)
         return db
+
+    async def _check_tables(
+        self, check: Coroutine[Any, Any, None], what: str, hint: str = ""
+    ) -> None:
+        """Refuse to start when tables or columns are missing (not when the server is down)."""
+        if self._unchecked_tables:
+            check.close()  # the database did not answer at start: do not wait for it again
+            return
+        try:
+            await check
+        except DatabaseUnavailable as exc:
+            log.error("cannot check %s yet: %s", what, exc)
+        except Exception as exc:
+            raise StartupError(f"{what}: {error_reason(exc)}{hint}") from exc
 
     async def _client_credentials(self) -> ClientCredentials:
         srv = self.config.server
@@ -185,12 +216,10 @@ class RportServer:
             return creds
         assert self.external_db is not None
         table = TableCredentials(self.external_db, srv.auth_table)
-        try:
-            await table.check()
-        except Exception as exc:
-            raise StartupError(
-                f"[server] auth_table {srv.auth_table!r} must have columns id and password: {exc}"
-            ) from exc
+        await self._check_tables(
+            table.check(),
+            f"[server] auth_table {srv.auth_table!r} must have columns id and password",
+        )
         return table
 
     async def _user_store(self) -> UserStore | None:
@@ -212,6 +241,14 @@ class RportServer:
                 with_two_fa=bool(api.two_fa_token_delivery),
                 with_totp=api.totp_enabled,
             )
+        if isinstance(store, DbUserStore):
+            hint = ""
+            if api.two_fa_token_delivery or api.totp_enabled:
+                hint = (
+                    " (with 2FA the users table needs column two_fa_send_to, with TOTP totp_secret)"
+                )
+            await self._check_tables(store.load(), "cannot load API users", hint)
+            return store
         try:
             await store.load()
         except Exception as exc:
@@ -230,6 +267,11 @@ class RportServer:
 
     async def _start(self) -> None:
         cfg = self.config
+        unsupported = refusals(cfg)
+        if unsupported:
+            raise StartupError(
+                "configuration that rportd cannot honour:\n  " + "\n  ".join(unsupported)
+            )
         await asyncio.to_thread(self.data_dir.mkdir, parents=True, exist_ok=True)
         await asyncio.to_thread(
             (self.data_dir / FINGERPRINT_FILE).write_text, self.fingerprint + "\n"
@@ -284,6 +326,7 @@ class RportServer:
             registry,
             LoginWait(cfg.server.client_login_wait),
             IpBan(cfg.server.max_failed_login, cfg.server.ban_time),
+            self.metrics,
         )
         await self.tunnels.start()
         self._stack.push_async_callback(self.tunnels.close)
@@ -299,6 +342,7 @@ class RportServer:
                 max_results=cfg.server.jobs_max_results,
                 max_request_bytes_client=cfg.server.max_request_bytes_client,
             ),
+            self.metrics,
         )
         await self.jobs.start()
         self._stack.push_async_callback(self.jobs.stop)
@@ -354,14 +398,24 @@ class RportServer:
             max_concurrent_handshakes=cfg.server.max_concurrent_ssh_handshakes,
             proxy_url=cfg.server.proxy,
             admission=self.ha.admission_refusal if self.ha else None,
+            metrics=self.metrics,
         )
         self.client_address = await self._serve(self.listener.app, cfg.server.address, None)
         self.clients.start(purge=cfg.server.purge_disconnected_clients)
         self._stack.push_async_callback(self.clients.stop)
         self._stack.callback(self.clients.close_all)
 
+        if cfg.metrics.enabled:
+            self.exporter = MetricsExporter(self, self.metrics)
+            self.exporter.start()
+            self._stack.push_async_callback(self.exporter.stop)
+            if cfg.metrics.address:
+                self.metrics_address = await self._serve(
+                    self.exporter.app(), cfg.metrics.address, None
+                )
         if cfg.api.enabled:
             from rportd.api.app import create_api_app
+            from rportd.api.webui import DocRoot, DocRootError
 
             ssl_ctx = None
             if cfg.api.cert_file:
@@ -374,9 +428,17 @@ class RportServer:
                     open_access_log, cfg.api.access_log_file
                 )
                 self._stack.callback(writer.stop)
+            doc_root = None
+            if cfg.api.doc_root:
+                try:
+                    doc_root = await asyncio.to_thread(DocRoot, cfg.api.doc_root)
+                except DocRootError as exc:
+                    raise StartupError(str(exc)) from exc
             self.api_address = await self._serve(
-                create_api_app(self), cfg.api.address, ssl_ctx, access_log
+                create_api_app(self, doc_root), cfg.api.address, ssl_ctx, access_log
             )
+            # Upstream's wording: its test helpers (and operators' scripts) wait for it.
+            log.info("API Listening on %s...", _host_port(self.api_address))
         log.info(
             "rportd %s listening for clients on %s (fingerprint %s)%s",
             self.version,
@@ -386,17 +448,26 @@ class RportServer:
         )
 
     def _collect_replicated(self) -> None:
-        """Every store of operator-created data, by data set name."""
+        """Every store of operator-created data, by data set name.
+
+        Tables in a database server every node shares (or reads a replica of) are
+        replicated by that database: they go to :attr:`db_replicated` instead.
+        """
         self.replicated[self.stored_tunnels.dataset] = self.stored_tunnels
+        in_db = self.replicated
+        if self.external_db is not None and self.external_db.shared:
+            in_db = self.db_replicated
         if self.credentials.writable:
-            self.replicated[self.credentials.dataset] = self.credentials
+            target = in_db if isinstance(self.credentials, TableCredentials) else self.replicated
+            target[self.credentials.dataset] = self.credentials
         if self.sessions is not None:
             self.replicated[self.sessions.dataset] = self.sessions
         if self.users is not None and self.users.writable:
-            self.replicated[self.users.dataset] = self.users
+            target = in_db if isinstance(self.users, DbUserStore) else self.replicated
+            target[self.users.dataset] = self.users
             if isinstance(self.users, DbUserStore) and self.users.group_permissions_enabled:
                 groups = UserGroupsDataset(self.users)
-                self.replicated[groups.dataset] = groups
+                in_db[groups.dataset] = groups
         if self.api_tokens is not None:
             self.replicated[self.api_tokens.dataset] = self.api_tokens
         self.replicated[self.client_groups.dataset] = self.client_groups
@@ -416,16 +487,34 @@ class RportServer:
         """
         return self.ha is None or self.ha.state == ACTIVE
 
+    def _client_websockets(self) -> Iterator[tuple[str, WebSocketTransport]]:
+        """Connected clients and the WebSockets they run over (HA pings them)."""
+        for client in self.clients.registry.connected():
+            ws = client.connection.websocket if client.connection is not None else None
+            if ws is not None:
+                yield client.id, ws
+
     async def _start_ha(self) -> None:
         cfg = self.config
         ha_db = await self.database("ha.db", "ha")
         changelog = ChangeLog(ha_db, epoch=lambda: self.ha.epoch if self.ha else 0)
-        sources = list(self.databases.values())
-        if self.external_db is not None:
+        sources: list[SqlDatabase] = list(self.databases.values())
+        if self.external_db is not None and not self.external_db.shared:
             sources.append(self.external_db)
         await changelog.open(sources)
+        if cfg.ha.synchronous:
+            changelog.synchronous_timeout = cfg.ha.synchronous_timeout
+            if self.sessions is not None:
+                # A login must work while no secondary does; a lost session means a new login.
+                changelog.not_awaited.add(self.sessions.dataset)
+        client_tunnels = ClientTunnels(ha_db, self.clients.registry)
+        await client_tunnels.load()
+        self.replicated[client_tunnels.dataset] = client_tunnels
+        self.clients.deleted_listeners.append(client_tunnels.forget)
         for dataset in self.replicated.values():
             dataset.changes = changelog
+        for dataset in self.db_replicated.values():
+            dataset.changes = WriteGuard(changelog)
         self.ha = HAController(
             cfg.ha,
             self.data_dir,
@@ -433,7 +522,9 @@ class RportServer:
             self.replicated,
             connected_clients=lambda: self.clients.registry.connected_count,
             disconnect_clients=self.clients.close_all,
+            client_connections=self._client_websockets,
             drain_grace=cfg.ha.drain_grace,
+            lobby_hold=cfg.ha.knock_hold,
         )
         outbox = Outbox(ha_db, enabled=lambda: self.ha is not None and self.ha.role == SECONDARY)
         await outbox.open()
@@ -448,10 +539,13 @@ class RportServer:
         self.jobs.repo.write_listeners.append(outbox.note)
         self.syncback = SyncBack(outbox, self.sync_sources, self.ha.peers)
         self.ha.sync_back = self.syncback.push
+        self.clients.admission = self.ha.admit_client
         mirror = FileMirror(changelog, self.replicated)
         await mirror.seed()
         await self.ha.start()
         self._stack.push_async_callback(self.ha.stop)
+        client_tunnels.start()
+        self._stack.push_async_callback(client_tunnels.stop)
         await mirror.reconcile()
         mirror.start()
         self._stack.push_async_callback(mirror.stop)
@@ -466,6 +560,16 @@ class RportServer:
             sender = build_sender(cfg.api, cfg.smtp, cfg.pushover)
         except SenderUnavailable as exc:
             raise StartupError(str(exc)) from exc
+        if isinstance(sender, PushoverSender):
+            # As upstream: the token and [pushover] user_key are checked with Pushover.
+            try:
+                async with asyncio.timeout(cfg.api.two_fa_send_timeout):
+                    await sender.validate_receiver(cfg.pushover.user_key)
+            except (ValueError, TimeoutError) as exc:
+                raise StartupError(
+                    "API: invalid pushover.api_token and pushover.user_key: "
+                    f"{exc or 'no answer from Pushover'}"
+                ) from exc
         self.accounts = AccountService(
             self.users,
             self.sessions,
@@ -527,6 +631,22 @@ class RportServer:
         bound = sockets[0].getsockname() if sockets else (host, port)
         return str(bound[0]), int(bound[1])
 
+    def not_ready_reasons(self) -> list[str]:
+        """Why this node does not serve clients now (empty: it does); no I/O but a stat."""
+        reasons = []
+        refusal = self.ha.serve_refusal() if self.ha is not None else None
+        if refusal:
+            reasons.append(refusal)
+        databases: list[SqlDatabase] = list(self.databases.values())
+        if self.external_db is not None:
+            databases.append(self.external_db)
+        for db in databases:
+            if db.write_error:
+                reasons.append(f"{db.label} is not writable: {db.write_error}")
+        if not os.access(self.data_dir, os.W_OK):
+            reasons.append(f"data_dir {self.data_dir} is not writable")
+        return reasons
+
     async def reload_users(self) -> None:
         """Re-read the API user file (SIGUSR1)."""
         if isinstance(self.users, FileUserStore):
@@ -573,6 +693,11 @@ def _server_ssl_context(cert: str, key: str, tls_min: str) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if tls_min == "1.3" else ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
     return ctx
+
+
+def _host_port(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def running_as_root() -> bool:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from rportd import __version__
 from rportd.config import Config, ConfigError, add_server_flags, flags_to_overrides, load_config
+from rportd.logs import reopen_log, setup_logging
+from rportd.systemd import Notifier
 
 log = logging.getLogger("rportd")
 
@@ -29,24 +31,6 @@ def _server_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rportd {__version__}")
     add_server_flags(parser)
     return parser
-
-
-def setup_logging(config: Config) -> None:
-    level = {"error": logging.ERROR, "info": logging.INFO, "debug": logging.DEBUG}[
-        config.logging.log_level
-    ]
-    handler: logging.Handler
-    if config.logging.log_file:
-        handler = logging.FileHandler(config.logging.log_file)
-    else:
-        handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.getLogger("asyncssh").setLevel(max(level, logging.WARNING))
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 def embedded_overrides(data_dir: Path) -> tuple[dict[str, dict[str, object]], dict[str, str]]:
@@ -113,20 +97,27 @@ async def _run(config: Config) -> int:
     from rportd.app import RportServer, StartupError
 
     server = RportServer(config)
+    systemd = Notifier()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reopen_log)
     loop.add_signal_handler(signal.SIGUSR1, lambda: asyncio.ensure_future(server.reload_users()))
     try:
         await server.start()
     except StartupError as exc:
         log.error("%s", exc)
+        systemd.notify(f"STATUS=cannot start: {exc}")
         return 1
+    systemd.notify("READY=1")
+    systemd.start_watchdog(lambda: not stop.is_set())
     try:
         await stop.wait()
     finally:
         log.info("shutting down")
+        systemd.notify("STOPPING=1")
+        await systemd.close()
         await server.stop()
     return 0
 
@@ -154,7 +145,7 @@ def run_server(argv: Sequence[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    setup_logging(config)
+    setup_logging(config.logging)
     for warning in config.warnings:
         log.warning("%s", warning)
     if demo is not None:

@@ -105,6 +105,21 @@ def go_dumpb(value: Any) -> bytes:
     return go_dumps(value).encode()
 
 
+def json_kind(value: Any) -> str:
+    """How Go's ``json.Unmarshal`` names a JSON value's kind in its type errors."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "value"
+
+
 def ci_get(obj: dict[str, Any], key: str, default: Any = None) -> Any:
     """Look up ``key`` case-insensitively, as Go's JSON decoder matches struct fields."""
     if key in obj:

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
 
 from rportd.app import RportServer
 from rportd.config import load_config
+from tests.dbservers import (
+    ENGINES,
+    DbServer,
+    MariaDbServer,
+    PostgresServer,
+    TestDatabase,
+    fresh_database,
+)
 
 KEY_SEED = "test-key-seed"
 ADMIN = ("admin", "admin-password-123")
@@ -90,6 +98,7 @@ class Api:
 
 
 ServerFactory = Callable[..., Awaitable[RportServer]]
+DbServerT = TypeVar("DbServerT", MariaDbServer, PostgresServer)
 
 
 @pytest.fixture
@@ -132,3 +141,48 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture
 def api(server: RportServer, http: aiohttp.ClientSession) -> Api:
     return Api(http, api_base(server), ADMIN)
+
+
+# --- external databases ([database]): real MariaDB and PostgreSQL servers ---------------
+
+
+def _running(server: DbServerT) -> Iterator[DbServerT]:
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDbServer]:
+    """One MariaDB server for the session."""
+    yield from _running(MariaDbServer())
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session."""
+    yield from _running(PostgresServer())
+
+
+def db_server(request: pytest.FixtureRequest, engine: str) -> DbServer | None:
+    """The session's server for ``engine`` (started on first use; none for SQLite)."""
+    if engine == "sqlite":
+        return None
+    server: DbServer = request.getfixturevalue("mariadb" if engine == "mysql" else "postgres")
+    return server
+
+
+@pytest.fixture(params=ENGINES)
+async def external_db(request: pytest.FixtureRequest, tmp_path: Path) -> TestDatabase:
+    """A fresh, empty ``[database]`` of each engine: SQLite, MariaDB, PostgreSQL."""
+    engine = str(request.param)
+    return await fresh_database(engine, db_server(request, engine), tmp_path)
+
+
+@pytest.fixture(params=ENGINES[1:])
+async def server_db(request: pytest.FixtureRequest, tmp_path: Path) -> TestDatabase:
+    """A fresh, empty database on each server engine: MariaDB, PostgreSQL."""
+    engine = str(request.param)
+    return await fresh_database(engine, db_server(request, engine), tmp_path)

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from rportd.api.security import basic_credentials
+from rportd.logs import ReopenableFileHandler
 
 SECRET_PARAMS = frozenset({"access_token", "token", "password", "auth_password"})
 
@@ -63,7 +64,7 @@ def open_access_log(path: str) -> tuple[logging.Logger, logging.handlers.QueueLi
     logger.setLevel(logging.INFO)
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     logger.handlers[:] = [logging.handlers.QueueHandler(records)]
-    file_handler = logging.FileHandler(path, encoding="utf-8")
+    file_handler = ReopenableFileHandler(path)  # SIGHUP reopens it
     file_handler.setFormatter(logging.Formatter("%(message)s"))
     listener = logging.handlers.QueueListener(records, file_handler)
     listener.start()

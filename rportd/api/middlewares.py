@@ -13,8 +13,9 @@ from rportd.api.guards import Handler
 from rportd.api.responses import json_response
 from rportd.api.security import check_token_scope
 from rportd.auth.accounts import AccountError
-from rportd.ha.changelog import ReadOnlyReplica
+from rportd.ha.changelog import ReadOnlyReplica, WriteNotReplicated, tracking_changes
 from rportd.httputil import client_ip
+from rportd.store.external import DatabaseError, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,15 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         ha = request.app[SERVER_KEY].ha
         refusal = (ha.write_refusal() if ha else None) or str(exc)
         return json_response(ApiError(403, refusal).to_json(), 403)
+    except WriteNotReplicated as exc:
+        log.warning("API %s %s: %s", request.method, request.path, exc)
+        return json_response(ApiError(503, str(exc)).to_json(), 503)
+    except DatabaseUnavailable as exc:
+        log.warning("API %s %s: %s", request.method, request.path, exc)
+        return json_response(ApiError(503, str(exc)).to_json(), 503)
+    except DatabaseError as exc:
+        log.error("API %s %s: %s", request.method, request.path, exc)
+        return json_response(ApiError(500, str(exc)).to_json(), 500)
     except web.HTTPRequestEntityTooLarge:
         return web.Response(
             status=400,
@@ -53,6 +63,19 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception as exc:
         log.exception("API %s %s failed", request.method, request.path)
         return json_response(ApiError(500, str(exc) or type(exc).__name__).to_json(), 500)
+
+
+@web.middleware
+async def synchronous_replication(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``[ha] synchronous``: answer a write only once a secondary has stored it."""
+    ha = request.app[SERVER_KEY].ha
+    if ha is None or ha.changelog.synchronous_timeout is None:
+        return await handler(request)
+    with tracking_changes() as tracked:
+        response = await handler(request)
+    if tracked.last:
+        await ha.changelog.wait_replicated(tracked.last)
+    return response
 
 
 @web.middleware

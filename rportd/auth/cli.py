@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from rportd.auth.accounts import AccountError, AccountService, UserChange
 from rportd.auth.users import DbUserStore, FileUserStore, UserStore
 from rportd.config import Config, ConfigError, load_config
-from rportd.store.database import Database
+from rportd.store.database import SqlDatabase
+from rportd.store.external import DatabaseError, external_database
 
 
 class PasswordsDiffer(Exception):
@@ -36,24 +37,28 @@ def read_password() -> str:
     return first
 
 
-async def _store(config: Config) -> tuple[UserStore, Database | None]:
+async def _store(config: Config) -> tuple[UserStore, SqlDatabase | None]:
     api = config.api
     if api.auth_file:
         store = FileUserStore(api.auth_file)
         await store.load()
         return store, None
     if api.auth_user_table:
-        db = Database(config.database.db_name, None, wal=config.server.sqlite_wal)
-        await db.open()
-        db_store = DbUserStore(
-            db,
-            api.auth_user_table,
-            api.auth_group_table,
-            api.auth_group_details_table,
-            with_two_fa=bool(api.two_fa_token_delivery),
-            with_totp=api.totp_enabled,
-        )
-        await db_store.load()
+        db = external_database(config.database, wal=config.server.sqlite_wal)
+        try:
+            await db.open()
+            db_store = DbUserStore(
+                db,
+                api.auth_user_table,
+                api.auth_group_table,
+                api.auth_group_details_table,
+                with_two_fa=bool(api.two_fa_token_delivery),
+                with_totp=api.totp_enabled,
+            )
+            await db_store.load()
+        except BaseException:
+            await db.close()
+            raise
         return db_store, db
     raise ConfigError(
         "rportd user needs [api] auth_file or auth_user_table; a static [api] auth user "
@@ -117,7 +122,7 @@ def main(argv: Sequence[str]) -> int:
         reasons = "; ".join(f"{t}: {d}" if d else t for t, d in exc.items)
         print(f"Could not {ns.command} user: {reasons}", file=sys.stderr)
         return 1
-    except (PasswordsDiffer, ValueError) as exc:
+    except (PasswordsDiffer, ValueError, DatabaseError) as exc:
         print(f"Could not {ns.command} user: {exc}", file=sys.stderr)
         return 1
     print(message)

@@ -41,6 +41,8 @@ class IpBan:
         self.ban_seconds = ban_seconds
         self._failures: dict[str, int] = {}
         self._banned_until: dict[str, float] = {}
+        self.failures_total = 0  # failed logins seen (metrics)
+        self.bans_total = 0  # bans imposed (metrics)
 
     @property
     def enabled(self) -> bool:
@@ -55,13 +57,21 @@ class IpBan:
             return False
         return True
 
+    @property
+    def banned_now(self) -> int:
+        """IPs under a ban now (expired ones included until next looked up)."""
+        now = time.monotonic()
+        return sum(1 for until in self._banned_until.values() if until > now)
+
     def failed(self, ip: str) -> None:
+        self.failures_total += 1
         if not self.enabled or not ip:
             return
         count = self._failures.get(ip, 0) + 1
         if count >= self.max_failures:
             self._failures.pop(ip, None)
             self._banned_until[ip] = time.monotonic() + self.ban_seconds
+            self.bans_total += 1
         else:
             self._failures[ip] = count
 

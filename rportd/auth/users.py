@@ -10,14 +10,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rportd.clients.credentials import quote_identifier
+from sqlalchemy.exc import IntegrityError
+
 from rportd.store.changes import NULL_SINK, ChangeSink, Document, SecondDataset
-from rportd.store.database import Database, Transaction
+from rportd.store.database import SqlDatabase, Transaction
 from rportd.store.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 ADMIN_GROUP = "Administrators"
+RESTRICTED = ("tunnels_restricted", "commands_restricted")
+
 PERMISSIONS = (
     "tunnels",
     "scripts",
@@ -75,7 +78,9 @@ class UserGroup:
         full = self.name == ADMIN_GROUP
         return {
             "name": self.name,
-            "permissions": {p: full or bool(self.permissions.get(p)) for p in PERMISSIONS},
+            "permissions": {  # a Go map: keys sorted
+                p: full or bool(self.permissions.get(p)) for p in sorted(PERMISSIONS)
+            },
             "tunnels_restricted": self.tunnels_restricted,
             "commands_restricted": self.commands_restricted,
         }
@@ -104,7 +109,18 @@ def user_from_document(doc: Document) -> User:
     )
 
 
+def _restricted(raw: Any) -> Any:
+    """A stored ``*_restricted`` value: NULL stays null, JSON text is decoded."""
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        return None
+
+
 def _permissions(raw: Any) -> dict[str, bool]:
+    """A ``permissions`` column (JSON text; bytes from some MySQL column types)."""
     try:
         value = json.loads(raw or "{}")
     except (TypeError, ValueError):
@@ -191,11 +207,27 @@ class UserStore(ABC):
         """The groups that may carry permissions (every group, unless a store knows better)."""
         return await self.groups()
 
+    async def extended_permissions(self, user: User) -> dict[str, list[Any] | None]:
+        """``tunnels_restricted`` / ``commands_restricted`` of the user's groups that have
+        them (upstream's ``effective_extended_permissions``; null when none has)."""
+        if not self.group_permissions_enabled:
+            return dict.fromkeys(RESTRICTED)
+        groups = {g.name: g for g in await self.permission_groups()}
+        mine = [groups[name] for name in user.groups if name in groups]
+        result: dict[str, list[Any] | None] = {}
+        for key in RESTRICTED:
+            values = [getattr(g, key) for g in mine if getattr(g, key) is not None]
+            result[key] = values or None
+        return result
+
     async def effective_permissions(self, user: User) -> dict[str, bool]:
-        """OR of the user's groups' permissions; all true without group permissions."""
+        """OR of the user's groups' permissions; all true without group permissions.
+
+        Keys sorted, as Go marshals the map (the web UI lists them in that order).
+        """
         if not self.group_permissions_enabled or user.is_admin:
-            return dict.fromkeys(PERMISSIONS, True)
-        result = dict.fromkeys(PERMISSIONS, False)
+            return dict.fromkeys(sorted(PERMISSIONS), True)
+        result = dict.fromkeys(sorted(PERMISSIONS), False)
         for group in await self.permission_groups():
             if group.name in user.groups:
                 for perm in PERMISSIONS:
@@ -347,13 +379,18 @@ class FileUserStore(UserStore):
 
 
 class DbUserStore(UserStore):
-    """Users, memberships and (optionally) group details in ``[database]`` tables."""
+    """Users, memberships and (optionally) group details in ``[database]`` tables.
+
+    The same statements serve SQLite, MySQL/MariaDB and PostgreSQL: names are
+    quoted for the database at hand and a details row is replaced by a delete
+    and an insert in one transaction (upstream's ``REPLACE INTO``).
+    """
 
     source = SOURCE_DB
 
     def __init__(
         self,
-        db: Database,
+        db: SqlDatabase,
         user_table: str,
         group_table: str,
         details_table: str = "",
@@ -362,12 +399,25 @@ class DbUserStore(UserStore):
         with_totp: bool = False,
     ) -> None:
         self.db = db
-        self.users_t = quote_identifier(user_table)
-        self.groups_t = quote_identifier(group_table)
-        self.details_t = quote_identifier(details_table) if details_table else ""
+        self.users_t = db.quote(user_table)
+        self.groups_t = db.quote(group_table)
+        self.details_t = db.quote(details_table) if details_table else ""
         self.group_permissions_enabled = bool(details_table)
         self._with_two_fa = with_two_fa
         self._with_totp = with_totp
+        self._details_columns = "name, permissions"
+        group = db.quote("group")  # a reserved word in every engine
+        self._select_user = f"SELECT {self._user_columns()} FROM {self.users_t} WHERE username = :u"
+        self._select_groups = (
+            f"SELECT {group} AS name FROM {self.groups_t} WHERE username = :u ORDER BY {group}"
+        )
+        self._select_memberships = (
+            f"SELECT username, {group} AS name FROM {self.groups_t} ORDER BY {group}"
+        )
+        self._insert_membership = f"INSERT INTO {self.groups_t} (username, {group}) VALUES (:u, :g)"
+        self._members = f"SELECT username FROM {self.groups_t} WHERE {group} = :n"
+        self._delete_members = f"DELETE FROM {self.groups_t} WHERE {group} = :n"
+        self._group_names = f"SELECT DISTINCT {group} AS name FROM {self.groups_t}"
 
     def _user_columns(self) -> str:
         cols = ["username", "password", "password_expired"]
@@ -380,9 +430,24 @@ class DbUserStore(UserStore):
     async def load(self) -> None:
         """Refuse to start when a needed table or column is missing."""
         await self.db.fetch_all(f"SELECT {self._user_columns()} FROM {self.users_t} LIMIT 0")
-        await self.db.fetch_all(f'SELECT username, "group" FROM {self.groups_t} LIMIT 0')
+        await self.db.fetch_all(f"{self._select_memberships} LIMIT 0")
         if self.details_t:
             await self.db.fetch_all(f"SELECT name, permissions FROM {self.details_t} LIMIT 0")
+            try:  # upstream's optional (Plus) columns, shown as they are stored
+                await self.db.fetch_all(
+                    f"SELECT {', '.join(RESTRICTED)} FROM {self.details_t} LIMIT 0"
+                )
+            except Exception:
+                self._details_columns = "name, permissions"
+            else:
+                self._details_columns = ", ".join(("name", "permissions", *RESTRICTED))
+
+    def _detail_group(self, row: Any) -> UserGroup:
+        group = UserGroup(str(row["name"]), _permissions(row["permissions"]))
+        if RESTRICTED[0] in row:
+            group.tunnels_restricted = _restricted(row["tunnels_restricted"])
+            group.commands_restricted = _restricted(row["commands_restricted"])
+        return group
 
     def _row_to_user(self, row: dict[str, Any], groups: list[str]) -> User:
         return User(
@@ -395,35 +460,33 @@ class DbUserStore(UserStore):
         )
 
     async def get(self, username: str) -> User | None:
-        row = await self.db.fetch_one(
-            f"SELECT {self._user_columns()} FROM {self.users_t} WHERE username = :u",
-            {"u": username},
-        )
+        row = await self.db.fetch_one(self._select_user, {"u": username})
         if row is None:
             return None
-        groups = await self.db.fetch_all(
-            f'SELECT "group" FROM {self.groups_t} WHERE username = :u ORDER BY "group"',
-            {"u": username},
-        )
-        return self._row_to_user(row, [str(g["group"]) for g in groups])
+        groups = await self.db.fetch_all(self._select_groups, {"u": username})
+        return self._row_to_user(row, [str(g["name"]) for g in groups])
+
+    async def _get_in(self, tx: Transaction, username: str) -> User | None:
+        row = await tx.fetch_one(self._select_user, {"u": username})
+        if row is None:
+            return None
+        groups = await tx.fetch_all(self._select_groups, {"u": username})
+        return self._row_to_user(row, [str(g["name"]) for g in groups])
 
     async def list_users(self) -> list[User]:
         rows = await self.db.fetch_all(
             f"SELECT {self._user_columns()} FROM {self.users_t} ORDER BY username"
         )
-        memberships = await self.db.fetch_all(
-            f'SELECT username, "group" FROM {self.groups_t} ORDER BY "group"'
-        )
         by_user: dict[str, list[str]] = {}
-        for m in memberships:
-            by_user.setdefault(str(m["username"]), []).append(str(m["group"]))
+        for m in await self.db.fetch_all(self._select_memberships):
+            by_user.setdefault(str(m["username"]), []).append(str(m["name"]))
         return [self._row_to_user(r, by_user.get(str(r["username"]), [])) for r in rows]
 
     def _user_values(self, user: User) -> dict[str, Any]:
         values: dict[str, Any] = {
             "username": user.username,
             "password": user.password,
-            "password_expired": 1 if user.password_expired else 0,
+            "password_expired": user.password_expired,
         }
         if self._with_two_fa:
             values["two_fa_send_to"] = user.two_fa_send_to
@@ -431,19 +494,28 @@ class DbUserStore(UserStore):
             values["totp_secret"] = user.totp_secret
         return values
 
-    async def add(self, user: User) -> None:
-        if await self.get(user.username) is not None:
-            raise UserExists(user.username)
+    async def _insert(self, tx: Transaction, user: User) -> None:
         values = self._user_values(user)
         cols = ", ".join(values)
         params = ", ".join(f":{k}" for k in values)
-        async with self.db.transaction() as tx:
-            await tx.execute(f"INSERT INTO {self.users_t} ({cols}) VALUES ({params})", values)
-            await tx.execute_many(
-                f'INSERT INTO {self.groups_t} (username, "group") VALUES (:u, :g)',
-                [{"u": user.username, "g": g} for g in dict.fromkeys(user.groups)],
-            )
-            await self._recorded(tx, None, user)
+        await tx.execute(f"INSERT INTO {self.users_t} ({cols}) VALUES ({params})", values)
+        await self._insert_groups(tx, user)
+
+    async def _insert_groups(self, tx: Transaction, user: User) -> None:
+        await tx.execute_many(
+            self._insert_membership,
+            [{"u": user.username, "g": g} for g in dict.fromkeys(user.groups)],
+        )
+
+    async def add(self, user: User) -> None:
+        if await self.get(user.username) is not None:
+            raise UserExists(user.username)
+        try:
+            async with self.db.transaction() as tx:
+                await self._insert(tx, user)
+                await self._recorded(tx, None, user)
+        except IntegrityError:
+            raise UserExists(user.username) from None  # added meanwhile, elsewhere
 
     async def update(self, username: str, user: User) -> None:
         if await self.get(username) is None:
@@ -458,10 +530,7 @@ class DbUserStore(UserStore):
                 {**values, "old": username},
             )
             await tx.execute(f"DELETE FROM {self.groups_t} WHERE username = :u", {"u": username})
-            await tx.execute_many(
-                f'INSERT INTO {self.groups_t} (username, "group") VALUES (:u, :g)',
-                [{"u": user.username, "g": g} for g in dict.fromkeys(user.groups)],
-            )
+            await self._insert_groups(tx, user)
             await self._recorded(tx, username, user)
 
     async def delete(self, username: str) -> None:
@@ -478,28 +547,13 @@ class DbUserStore(UserStore):
         async with self.db.transaction() as tx:
             await tx.execute(f"DELETE FROM {self.users_t} WHERE username = :u", {"u": username})
             await tx.execute(f"DELETE FROM {self.groups_t} WHERE username = :u", {"u": username})
-            if user is None:
-                return
-            values = self._user_values(user)
-            cols = ", ".join(values)
-            params = ", ".join(f":{k}" for k in values)
-            await tx.execute(f"INSERT INTO {self.users_t} ({cols}) VALUES ({params})", values)
-            await tx.execute_many(
-                f'INSERT INTO {self.groups_t} (username, "group") VALUES (:u, :g)',
-                [{"u": user.username, "g": g} for g in dict.fromkeys(user.groups)],
-            )
+            if user is not None:
+                await self._insert(tx, user)
 
     async def groups(self) -> list[UserGroup]:
-        found: dict[str, UserGroup] = {}
-        if self.details_t:
-            for row in await self.db.fetch_all(
-                f"SELECT name, permissions FROM {self.details_t} ORDER BY name"
-            ):
-                found[str(row["name"])] = UserGroup(
-                    str(row["name"]), _permissions(row["permissions"])
-                )
-        for row in await self.db.fetch_all(f'SELECT DISTINCT "group" FROM {self.groups_t}'):
-            found.setdefault(str(row["group"]), UserGroup(str(row["group"])))
+        found = {g.name: g for g in await self.detail_groups()}
+        for row in await self.db.fetch_all(self._group_names):
+            found.setdefault(str(row["name"]), UserGroup(str(row["name"])))
         return sorted(found.values(), key=lambda g: g.name)
 
     async def permission_groups(self) -> list[UserGroup]:
@@ -510,30 +564,30 @@ class DbUserStore(UserStore):
         if not self.details_t:
             return []
         rows = await self.db.fetch_all(
-            f"SELECT name, permissions FROM {self.details_t} ORDER BY name"
+            f"SELECT {self._details_columns} FROM {self.details_t} ORDER BY name"
         )
-        return [UserGroup(str(r["name"]), _permissions(r["permissions"])) for r in rows]
+        return [self._detail_group(r) for r in rows]
+
+    async def _replace_details(self, tx: Transaction, name: str, permissions: Any) -> None:
+        await tx.execute(f"DELETE FROM {self.details_t} WHERE name = :n", {"n": name})
+        if permissions is not None:
+            await tx.execute(
+                f"INSERT INTO {self.details_t} (name, permissions) VALUES (:n, :p)",
+                {"n": name, "p": json.dumps(permissions)},
+            )
 
     async def put_group_details(self, name: str, permissions: Any) -> None:
         """Set or remove a group's details row without recording a change."""
         if not self.details_t:
             return
-        if permissions is None:
-            await self.db.execute(f"DELETE FROM {self.details_t} WHERE name = :n", {"n": name})
-        else:
-            await self.db.execute(
-                f"REPLACE INTO {self.details_t} (name, permissions) VALUES (:n, :p)",
-                {"n": name, "p": json.dumps(permissions)},
-            )
+        async with self.db.transaction() as tx:
+            await self._replace_details(tx, name, permissions)
 
     async def put_group(self, group: UserGroup) -> None:
         if not self.details_t:
             raise UsersReadOnly("group details table not configured")
         async with self.db.transaction() as tx:
-            await tx.execute(
-                f"REPLACE INTO {self.details_t} (name, permissions) VALUES (:n, :p)",
-                {"n": group.name, "p": json.dumps(group.permissions)},
-            )
+            await self._replace_details(tx, group.name, group.permissions)
             await self.changes.record(
                 tx, self.groups_dataset, group.name, {"permissions": group.permissions}
             )
@@ -542,28 +596,13 @@ class DbUserStore(UserStore):
         async with self.db.transaction() as tx:
             if self.details_t:
                 await tx.execute(f"DELETE FROM {self.details_t} WHERE name = :n", {"n": name})
-            members = await tx.fetch_all(
-                f'SELECT username FROM {self.groups_t} WHERE "group" = :n', {"n": name}
-            )
-            await tx.execute(f'DELETE FROM {self.groups_t} WHERE "group" = :n', {"n": name})
+            members = await tx.fetch_all(self._members, {"n": name})
+            await tx.execute(self._delete_members, {"n": name})
             await self.changes.record(tx, self.groups_dataset, name, None)
             for member in members:
                 user = await self._get_in(tx, str(member["username"]))
                 if user is not None:
                     await self._recorded(tx, user.username, user)
-
-    async def _get_in(self, tx: Transaction, username: str) -> User | None:
-        row = await tx.fetch_one(
-            f"SELECT {self._user_columns()} FROM {self.users_t} WHERE username = :u",
-            {"u": username},
-        )
-        if row is None:
-            return None
-        groups = await tx.fetch_all(
-            f'SELECT "group" FROM {self.groups_t} WHERE username = :u ORDER BY "group"',
-            {"u": username},
-        )
-        return self._row_to_user(row, [str(g["group"]) for g in groups])
 
 
 class UserGroupsDataset(SecondDataset[DbUserStore]):

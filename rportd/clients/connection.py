@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from asyncssh.session import SSHSession
 
 from rportd.clients.registry import RegistrationError
 from rportd.gotypes import go_dumpb, utcnow
+from rportd.store.external import DatabaseError
 from rportd.tunnels.service import TunnelError
 from rportd.wire.messages import (
     CheckPortResult,
@@ -27,6 +29,7 @@ from rportd.wire.messages import (
     encode_remotes,
 )
 from rportd.wire.ssh import Failure, Reply, RequestFailed, RportServerConnection
+from rportd.wire.websocket import WebSocketTransport
 
 if TYPE_CHECKING:
     from rportd.clients.model import Client
@@ -57,6 +60,7 @@ class ClientConnection(asyncssh.SSHServer):
         self.client: Client | None = None
         self.closed = False
         self._registration_timer: asyncio.TimerHandle | None = None
+        self._opened = time.monotonic()
         ssh.handler = self
 
     # --- asyncssh.SSHServer ----------------------------------------------------------
@@ -73,10 +77,25 @@ class ClientConnection(asyncssh.SSHServer):
             log.info(
                 "client auth %r from %s: too many requests, please try later", username, self.ip
             )
+            svc.metrics.client_refused.labels("login_wait").inc()
             return False
-        expected = await svc.credentials.lookup(username)
+        try:
+            expected = await svc.credentials.lookup(username)
+        except DatabaseError as exc:
+            # Not the client's fault: no failed login counted, and it retries later.
+            log.error(
+                "client auth %r from %s: cannot check credentials: %s", username, self.ip, exc
+            )
+            self._close_soon()
+            return False
         if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
-            log.info("client authentication failed for %r from %s", username, self.ip)
+            log.info(
+                "client authentication failed for %r from %s",
+                username,
+                self.ip,
+                extra={"peer": self.ip, "auth_id": username},
+            )
+            svc.metrics.client_refused.labels("auth").inc()
             svc.login_wait.failed(username)
             svc.ip_ban.failed(self.ip)
             return False
@@ -85,6 +104,7 @@ class ClientConnection(asyncssh.SSHServer):
         return True
 
     def auth_completed(self) -> None:
+        self.service.metrics.ssh_handshake_seconds.observe(time.monotonic() - self._opened)
         if self.handshake_done is not None and not self.handshake_done.done():
             self.handshake_done.set_result(None)
         loop = asyncio.get_running_loop()
@@ -102,6 +122,12 @@ class ClientConnection(asyncssh.SSHServer):
             self.service.on_disconnect(self, self.client)
 
     # --- requests from the client ------------------------------------------------------
+
+    @property
+    def websocket(self) -> WebSocketTransport | None:
+        """The WebSocket this connection runs over (for pings below SSH)."""
+        transport = self.ssh.get_extra_info("websocket")
+        return transport if isinstance(transport, WebSocketTransport) else None
 
     @property
     def peer_host(self) -> str:
@@ -152,14 +178,28 @@ class ClientConnection(asyncssh.SSHServer):
             request = ConnectionRequest.decode(payload)
             client, remotes = await self.service.register(self, request)
         except (PayloadError, RegistrationError, TunnelError, RequestFailed) as exc:
-            log.info("refused client connection from %s (%s): %s", self.ip, self.auth_id, exc)
+            log.info(
+                "refused client connection from %s (%s): %s",
+                self.ip,
+                self.auth_id,
+                exc,
+                extra={"peer": self.ip, "auth_id": self.auth_id},
+            )
+            self.service.metrics.client_refused.labels("registration").inc()
             self._close_soon()
             return Failure(str(exc))
         if self.closed:
             self.service.on_disconnect(self, client)
             return Failure("connection closed")
         self.client = client
-        log.info("client %s (%s) connected from %s", client.id, client.name, self.ip)
+        self.service.metrics.client_connects.inc()
+        log.info(
+            "client %s (%s) connected from %s",
+            client.id,
+            client.name,
+            self.ip,
+            extra={"client_id": client.id, "peer": self.ip},
+        )
         asyncio.get_running_loop().call_soon(self._send_capabilities)
         return encode_remotes(remotes if request.remotes or remotes else None)
 

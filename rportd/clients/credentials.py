@@ -9,8 +9,10 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from sqlalchemy.exc import IntegrityError
+
 from rportd.store.changes import NULL_SINK, ChangeSink, Document
-from rportd.store.database import Database
+from rportd.store.database import SqlDatabase
 from rportd.store.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -199,20 +201,15 @@ class FileCredentials(ClientCredentials):
         self._checked_at = time.monotonic()
 
 
-def quote_identifier(name: str) -> str:
-    """Quote a table or column name for SQL."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 class TableCredentials(ClientCredentials):
     """Rows ``(id, password)`` of ``[server] auth_table`` in the ``[database]`` DB."""
 
     source = SOURCE_DB
     writable = True
 
-    def __init__(self, db: Database, table: str) -> None:
+    def __init__(self, db: SqlDatabase, table: str) -> None:
         self.db = db
-        self.table = quote_identifier(table)
+        self.table = db.quote(table)
 
     async def check(self) -> None:
         """Fail at start if the table or its columns are missing."""
@@ -238,10 +235,8 @@ class TableCredentials(ClientCredentials):
                     {"id": auth_id, "pw": password},
                 )
                 await self.changes.record(tx, self.dataset, auth_id, {"password": password})
-        except Exception as exc:
-            if "UNIQUE" in str(exc) or "constraint" in str(exc).lower():
-                raise CredentialExists(auth_id) from None
-            raise
+        except IntegrityError:
+            raise CredentialExists(auth_id) from None
 
     async def delete(self, auth_id: str) -> bool:
         async with self.db.transaction() as tx:

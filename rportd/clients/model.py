@@ -87,9 +87,24 @@ class StoredTunnelState:
     """A tunnel as persisted in the client record (not running)."""
 
     data: dict[str, Any]
+    # Defined on another HA node: re-created where possible, never a reason to refuse.
+    from_peer: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return self.data
+
+
+@dataclass(frozen=True, slots=True)
+class Attributes:
+    """A client's tags and labels, as its attributes file holds them."""
+
+    tags: list[str] | None
+    labels: dict[str, str] | None
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"tags", "labels"}`` with label keys sorted (a Go map)."""
+        labels = None if self.labels is None else dict(sorted(self.labels.items()))
+        return {"tags": self.tags, "labels": labels}
 
 
 @dataclass(slots=True, eq=False)
@@ -132,6 +147,10 @@ class Client:
     session_id: str = ""
     connection: ClientConnection | None = None
     next_tunnel_id: int = 0
+    connected_at: datetime | None = None
+    # Tunnels re-established from the stored record at this connection, until a newer
+    # record from the HA node that served the client last has been followed.
+    restored_tunnels: list[TunnelLike] | None = None
 
     @property
     def connected(self) -> bool:
@@ -140,6 +159,15 @@ class Client:
     @property
     def connection_state(self) -> str:
         return CONNECTED if self.connected else DISCONNECTED
+
+    def attributes(self) -> Attributes:
+        """The tags and labels (``/clients/{id}/attributes``)."""
+        return Attributes(self.tags, self.labels)
+
+    def set_attributes(self, attributes: Attributes) -> None:
+        """Take tags and labels the client accepted (``update_client_metadata``)."""
+        self.tags = attributes.tags
+        self.labels = attributes.labels
 
     def update_from_request(
         self, request: ConnectionRequest, client_auth_id: str, address: str

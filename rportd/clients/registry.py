@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from rportd.clients.model import Client
+from rportd.clients.model import Client, StoredTunnelState, TunnelLike
 from rportd.gotypes import utcnow
 from rportd.store.clients import ClientRepository
 from rportd.wire.messages import ConnectionRequest, Remote
@@ -51,6 +51,8 @@ class ClientRegistry:
         self.connected_count = 0
         self.save_listeners: list[Callable[[Client], None]] = []
         self.acl_lookup: Callable[[str], list[str] | None] = lambda client_id: None
+        self.tunnels_elsewhere: Callable[[str], list[TunnelLike]] = lambda client_id: []
+        """Tunnels of a client this node has no record of (HA: as its primary knew them)."""
 
     async def load(self) -> None:
         """Load stored clients; all of them start disconnected (§8.3)."""
@@ -136,16 +138,20 @@ class ClientRegistry:
     ) -> tuple[Client, list[Remote]]:
         remotes = list(request.remotes)
         existing = self.get(client_id)
+        known_tunnels = (
+            existing.tunnels if existing is not None else self.tunnels_elsewhere(client_id)
+        )
         if existing is not None:
             resumed = bool(request.session_id) and request.session_id == existing.session_id
             if existing.connected and not resumed:
                 raise RegistrationError(
                     f"client is already connected: {existing.name} [{existing.id}]"
                 )
-            old = self.tunnels.remotes_to_reestablish(existing.tunnels, remotes)
-            if old:
-                old = await self.tunnels.filter_allowed(conn, request.version, old)
-                remotes.extend(old)
+        old = self.tunnels.remotes_to_reestablish(known_tunnels, remotes)
+        if old:
+            old = await self.tunnels.filter_allowed(conn, request.version, old)
+        from_peer = any(isinstance(t, StoredTunnelState) and t.from_peer for t in known_tunnels)
+        if existing is not None:
             previous = existing.connection
             if previous is not None and previous is not conn:
                 # Session resume: the old connection is dead to the client; close it
@@ -162,12 +168,17 @@ class ClientRegistry:
         client = existing or Client(id=client_id, allowed_user_groups=self.acl_lookup(client_id))
         client.update_from_request(request, auth_id, conn.peer_host)
         client.disconnected_at = None
-        client.last_heartbeat_at = utcnow()
+        client.last_heartbeat_at = client.connected_at = utcnow()
         client.connection = conn
         self.connected_count += 1
         self._index(client)
         try:
             await self.tunnels.start_client_tunnels(client, conn, remotes)
+            restored = await self.tunnels.start_client_tunnels(
+                client, conn, old, skip_failing=from_peer
+            )
+            client.restored_tunnels = list(restored)
+            remotes.extend(t.remote for t in restored)
         except BaseException as exc:
             # The tunnel service words its errors as upstream does (port refusals
             # as they are, start failures as "unable to start tunnel: ...").
@@ -213,11 +224,30 @@ class ClientRegistry:
         if self._clients.get(client.id) is client:
             self._persist(client)
 
+    async def follow_tunnels(self, client: Client, record: Client) -> bool:
+        """Bring a connected client's tunnels in line with a newer ``record`` of it.
+
+        ``record`` comes from the HA node that served the client until it came
+        here, written after the (older) record its tunnels were re-established
+        from: tunnels made there are started, re-established ones it no longer
+        had are stopped. Done once per connection; returns whether it was done.
+        """
+        conn, restored = client.connection, client.restored_tunnels
+        if conn is None or restored is None:
+            return False
+        client.restored_tunnels = None
+        await self.tunnels.follow(client, conn, record.tunnels, restored)
+        self._persist(client)
+        return True
+
     def adopt(self, client: Client) -> None:
         """Take a record made elsewhere (sync back from a secondary); not connected here."""
         current = self._clients.get(client.id)
         if current is not None and current.connection is not None:
             return
+        for tunnel in client.tunnels:
+            if isinstance(tunnel, StoredTunnelState):
+                tunnel.from_peer = True
         client.connection = None
         if client.disconnected_at is None:
             client.disconnected_at = utcnow()

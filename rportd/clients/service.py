@@ -13,8 +13,9 @@ from rportd.auth.throttle import IpBan, LoginWait
 from rportd.clients.connection import ChannelHandler, ClientConnection, RequestHandler
 from rportd.clients.credentials import ClientCredentials
 from rportd.clients.model import Client
-from rportd.clients.registry import ClientRegistry
+from rportd.clients.registry import ClientRegistry, RegistrationError
 from rportd.gotypes import format_time, utcnow
+from rportd.metrics.instruments import Metrics
 from rportd.tasks import BackgroundTask, run_to_end
 from rportd.tunnels.service import version_at_least
 from rportd.wire.messages import ConnectionRequest, Remote
@@ -49,8 +50,10 @@ class ClientService:
         registry: ClientRegistry,
         login_wait: LoginWait,
         ip_ban: IpBan,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.credentials = credentials
         self.registry = registry
         self.login_wait = login_wait
@@ -64,6 +67,8 @@ class ClientService:
         # Requests over max_request_bytes_client are not served; these may note the loss.
         self.oversized_request_handlers: dict[str, Callable[[ClientConnection, bytes], None]] = {}
         self.disconnect_listeners: list[Callable[[Client], None]] = []
+        # HA: whether this node serves a registering client now (None: it does).
+        self.admission: Callable[[str], Awaitable[str | None]] | None = None
         self.deleted_listeners: list[Callable[[str], Awaitable[None]]] = []
         self._forgotten: asyncio.Queue[str] = asyncio.Queue()  # deleted as they disconnected
         self._liveness = BackgroundTask(self._check_connections, "liveness")
@@ -82,6 +87,10 @@ class ClientService:
         conn.ssh.expect_stray_ping_reply = not version_at_least(
             request.version, (0, 9, 7)
         ) and version_at_least(request.version, (0, 8, 2))
+        if self.admission is not None:
+            refusal = await self.admission(request.id or conn.auth_id)
+            if refusal is not None:
+                raise RegistrationError(refusal)
         client, remotes = await self.registry.register(conn, conn.auth_id, request)
         return client, remotes
 
@@ -89,7 +98,12 @@ class ClientService:
         was_connected = client.connection is conn
         forgotten = self.registry.disconnect(conn, client)
         if was_connected:
-            log.info("client %s (%s) disconnected", client.id, client.name)
+            log.info(
+                "client %s (%s) disconnected",
+                client.id,
+                client.name,
+                extra={"client_id": client.id, "peer": conn.ip},
+            )
             for listener in self.disconnect_listeners:
                 listener(client)
         if forgotten:
@@ -192,7 +206,11 @@ class ClientService:
         if alive:
             client.last_heartbeat_at = utcnow()
         elif client.connection is conn:
-            log.info("closing connection of unresponsive client %s", client.id)
+            log.info(
+                "closing connection of unresponsive client %s",
+                client.id,
+                extra={"client_id": client.id},
+            )
             self.on_disconnect(conn, client)
             conn.close()
 

@@ -31,6 +31,19 @@ class ClientSyncSource:
                 str(record["details"]),
             )
             current = self.registry.get(incoming.id)
+            if (
+                current is not None
+                and current.connection is not None
+                and current.connected_at is not None
+                and (
+                    incoming.disconnected_at is None
+                    or incoming.disconnected_at >= current.connected_at
+                )
+            ):
+                # It came here while that node still had it (switch back): that node's
+                # tunnels are newer than the record they were re-established from.
+                changed += await self.registry.follow_tunnels(current, incoming)
+                continue
             if current is not None and (
                 current.connection is not None
                 or (

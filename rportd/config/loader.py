@@ -20,6 +20,7 @@ from rportd.config.model import (
     KIND,
     SECRET_KEYS,
     SECTIONS,
+    ApiConfig,
     Config,
 )
 from rportd.config.types import (
@@ -42,7 +43,8 @@ MAX_TOKEN_LIFETIME_HOURS = 2160
 MIN_MONITORING_STORAGE = 3600.0
 
 # Sections of the original that rportd knows but does not use (Plus is closed source).
-_IGNORED_SECTIONS = frozenset({"plus-plugin", "plus-license", "plus-oauth"})
+# Without [plus-plugin] plugin_path (refused at start) they have no effect upstream either.
+_IGNORED_SECTIONS = frozenset({"plus-license", "plus-oauth"})
 
 # Deprecated [server] keys: alias -> (section attribute, new key). A non-zero alias wins.
 _SERVER_ALIASES: dict[str, tuple[str, str]] = {
@@ -436,6 +438,7 @@ def validate(config: Config) -> None:
     _validate_server_limits(config)
     _validate_monitoring(config)
     _validate_ha(config)
+    _validate_metrics(config)
 
 
 def _validate_logging(config: Config) -> None:
@@ -445,6 +448,21 @@ def _validate_logging(config: Config) -> None:
             f"invalid 'logging.log_level': invalid log level: \"{level}\" "
             '(expected "error", "info" or "debug")',
             "logging.log_level",
+        )
+    log_format = config.logging.log_format
+    if log_format not in ("text", "json"):
+        raise ConfigError(
+            f'invalid \'logging.log_format\': "{log_format}" (expected "text" or "json")',
+            "logging.log_format",
+        )
+
+
+def _validate_metrics(config: Config) -> None:
+    address = config.metrics.address
+    if address and not _host_port_ok(address):
+        raise ConfigError(
+            f'invalid \'metrics.address\' "{address}": expected host:port, e.g. "127.0.0.1:9103"',
+            "metrics.address",
         )
 
 
@@ -621,6 +639,18 @@ def _validate_api_auth(config: Config) -> None:
             raise _api_error(
                 "'user_header' must be set when 'auth_header' is set", "api.user_header"
             )
+    if not api.auth_header:
+        defaults = ApiConfig()
+        idle = [
+            key
+            for key in ("user_header", "create_missing_users", "default_user_group")
+            if getattr(api, key) != getattr(defaults, key)
+        ]
+        if idle:
+            config.warnings.append(
+                f"API: {', '.join(repr(k) for k in idle)} only apply to logins through a "
+                "reverse proxy: set 'auth_header' too, or remove them"
+            )
     if api.auth:
         user, _, password = api.auth.partition(":")
         if not user or not password:
@@ -685,12 +715,20 @@ def _validate_2fa(config: Config) -> None:
 
 
 def _validate_database(config: Config) -> None:
-    db_type = config.database.db_type
-    if db_type not in ("", "mysql", "sqlite"):
+    database = config.database
+    db_type = database.db_type
+    if db_type not in ("", "mysql", "postgres", "sqlite"):
         raise ConfigError(
-            f"invalid 'db_type', expected 'mysql' or 'sqlite', got \"{db_type}\"",
+            f"invalid 'db_type', expected 'mysql', 'postgres' or 'sqlite', got \"{db_type}\"",
             "database.db_type",
         )
+    if database.on_server:
+        try:
+            database.endpoint()
+        except ValueError as exc:
+            raise ConfigError(
+                f"invalid 'db_host' {database.db_host!r}: {exc}", "database.db_host"
+            ) from None
 
 
 def _validate_server_limits(config: Config) -> None:
@@ -764,11 +802,67 @@ def _validate_ha(config: Config) -> None:
         )
     if ha.drain_grace < 0:
         raise ConfigError("invalid 'ha.drain_grace': must not be negative", "ha.drain_grace")
+    if not 0 < ha.knock_hold <= 25:
+        raise ConfigError(
+            "invalid 'ha.knock_hold': must be more than 0s and at most 25s (the rport client "
+            f"waits 30s for an answer), got {format_go_duration(ha.knock_hold)}",
+            "ha.knock_hold",
+        )
     if ha.takeover_after <= 0:
         raise ConfigError(
             "invalid 'ha.takeover_after': must be greater than 0, got "
             f"{format_go_duration(ha.takeover_after)}",
             "ha.takeover_after",
+        )
+    if ha.synchronous_timeout <= 0:
+        raise ConfigError(
+            "invalid 'ha.synchronous_timeout': must be greater than 0, got "
+            f"{format_go_duration(ha.synchronous_timeout)}",
+            "ha.synchronous_timeout",
+        )
+    if ha.synchronous and not ha.enabled:
+        raise ConfigError(
+            "invalid 'ha.synchronous': true needs a secondary to acknowledge writes; "
+            "list it in 'ha.peers' (or set synchronous = false)",
+            "ha.synchronous",
+        )
+    _validate_coordinator(config)
+
+
+MIN_COORDINATOR_TTL = 2.0  # etcd's smallest lease TTL with its default 1 s election timeout
+
+
+def _validate_coordinator(config: Config) -> None:
+    ha = config.ha
+    for url in ha.coordinator:
+        problem = _url_problem(url)
+        if problem is None:
+            parts = urlsplit(url)
+            if parts.username is not None or parts.password is not None:
+                problem = (
+                    f"invalid url {parts.scheme}://{parts.hostname}: etcd user names and "
+                    "passwords are not supported; keep etcd's client port reachable only "
+                    "from the rportd nodes"
+                )
+            elif parts.path not in ("", "/") or parts.query or parts.fragment:
+                problem = (
+                    f"invalid url {url}: give only scheme, host and port of an etcd member "
+                    '(such as "http://10.0.0.5:2379")'
+                )
+        if problem:
+            raise ConfigError(f"invalid 'ha.coordinator': {problem}", "ha.coordinator")
+    ttl = ha.coordinator_ttl
+    if ttl < MIN_COORDINATOR_TTL or not float(ttl).is_integer():
+        raise ConfigError(
+            "invalid 'ha.coordinator_ttl': must be whole seconds, at least "
+            f"{format_go_duration(MIN_COORDINATOR_TTL)} (etcd counts lease TTLs in seconds), "
+            f"got {format_go_duration(ttl)}",
+            "ha.coordinator_ttl",
+        )
+    if 0 < len(ha.coordinator) < 3:
+        config.warnings.append(
+            f"'ha.coordinator' lists {len(ha.coordinator)} etcd member(s): with fewer than 3, "
+            "losing one stops every node from serving clients"
         )
 
 

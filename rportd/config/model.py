@@ -104,6 +104,7 @@ class LoggingConfig:
 
     log_file: str = ""  # empty: stdout
     log_level: str = "info"
+    log_format: str = "text"  # rportd's own: "text" or "json" (one object a line)
 
 
 @dataclass
@@ -176,6 +177,65 @@ class DatabaseConfig:
         """True when a database is configured."""
         return bool(self.db_type)
 
+    @property
+    def on_server(self) -> bool:
+        """True for a database server (MySQL/MariaDB, PostgreSQL), not a SQLite file."""
+        return self.db_type in DB_SERVER_PORTS
+
+    def endpoint(self) -> DbEndpoint:
+        """Where the database server listens, from ``db_host`` (``ValueError`` if malformed).
+
+        ``host:port``, ``host`` (the engine's default port), ``[v6]:port`` or
+        ``socket:/path``; empty: the engine's default (127.0.0.1 for MySQL, as
+        upstream's driver; the driver's default for PostgreSQL).
+        """
+        default_port = DB_SERVER_PORTS[self.db_type]
+        raw = self.db_host.strip()
+        if raw.startswith(DB_SOCKET_PREFIX):
+            path = raw[len(DB_SOCKET_PREFIX) :]
+            if not path.startswith("/"):
+                raise ValueError(f"expected an absolute path after {DB_SOCKET_PREFIX!r}")
+            return DbEndpoint(socket=path)
+        if not raw:
+            host = "127.0.0.1" if self.db_type == "mysql" else None
+            return DbEndpoint(host=host, port=default_port)
+        host, port = raw, default_port
+        if raw.startswith("["):
+            host, sep, tail = raw[1:].partition("]")
+            if not sep or (tail and not tail.startswith(":")):
+                raise ValueError("expected [ipv6-address]:port")
+            port_text = tail[1:]
+        elif raw.count(":") == 1:
+            host, _, port_text = raw.partition(":")
+        else:
+            port_text = ""
+        if port_text:
+            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                raise ValueError(f"invalid port {port_text!r}")
+            port = int(port_text)
+        if not host:
+            raise ValueError("expected host:port or socket:/path")
+        return DbEndpoint(host=host, port=port)
+
+
+DB_SOCKET_PREFIX = "socket:"
+DB_SERVER_PORTS = {"mysql": 3306, "postgres": 5432}
+
+
+@dataclass(frozen=True)
+class DbEndpoint:
+    """A database server's address: ``host`` and ``port``, or a unix ``socket`` path."""
+
+    host: str | None = None
+    port: int | None = None
+    socket: str | None = None
+
+    def __str__(self) -> str:
+        if self.socket:
+            return f"socket {self.socket}"
+        host = self.host or "localhost"
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
 
 @dataclass
 class CaddyConfig:
@@ -238,6 +298,13 @@ class MonitoringConfig:
 
 
 @dataclass
+class PlusPluginConfig:
+    """``[plus-plugin]``: upstream's closed-source Plus plugin (refused when set)."""
+
+    plugin_path: str = ""
+
+
+@dataclass
 class HAConfig:
     """``[ha]`` (rportd's own): high-availability role and peers."""
 
@@ -249,6 +316,17 @@ class HAConfig:
     # How long a secondary that served clients waits for them to switch back to
     # the returned primary before it disconnects the rest.
     drain_grace: float = _duration(150.0)
+    # How long a node that does not serve holds a knocking client's new_connection
+    # (the client gives up after 30 s, and panics after three such timeouts).
+    knock_hold: float = _duration(20.0)
+    # etcd v3 client URLs; when set, leadership is an etcd lease (rportd/ha/coordinator.py).
+    coordinator: list[str] = field(default_factory=list)
+    # The lease TTL: a leader cut off from etcd stops serving within this time.
+    coordinator_ttl: float = _duration(5.0)
+    # A write to replicated data is answered only once a secondary has stored it,
+    # or fails (HTTP 503) after ``synchronous_timeout``.
+    synchronous: bool = False
+    synchronous_timeout: float = _duration(5.0)
 
     @property
     def enabled(self) -> bool:
@@ -259,6 +337,17 @@ class HAConfig:
     def is_primary(self) -> bool:
         """True when configured as the primary node."""
         return self.role == "primary"
+
+
+@dataclass
+class MetricsConfig:
+    """``[metrics]`` (rportd's own): Prometheus metrics on ``GET /metrics``."""
+
+    enabled: bool = True
+    # Its own listener (no authentication: give it a private address); empty: none.
+    address: str = ""
+    # Whether ``/metrics`` on the API listener needs an API login (any user).
+    require_auth: bool = True
 
 
 # Config attribute -> TOML section name.
@@ -272,7 +361,9 @@ SECTIONS: dict[str, str] = {
     "smtp": "smtp",
     "notifications": "notifications",
     "caddy": "caddy-integration",
+    "plus_plugin": "plus-plugin",
     "ha": "ha",
+    "metrics": "metrics",
 }
 
 # (section attribute, key) pairs whose values are secrets.
@@ -320,7 +411,9 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     caddy: CaddyConfig = field(default_factory=CaddyConfig)
+    plus_plugin: PlusPluginConfig = field(default_factory=PlusPluginConfig)
     ha: HAConfig = field(default_factory=HAConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source_path: str | None = None
     warnings: list[str] = field(default_factory=list)
 

@@ -7,6 +7,12 @@ of file-held data (and changes received from a primary) are logged in
 ``ha.db``. One lock is held from a change's numbering until its transaction
 ends, so changes commit in sequence order and a reader that stops at
 :attr:`ChangeLog.position` never misses one.
+
+With ``[ha] synchronous`` the API answers a request that logged changes only
+once a secondary has acknowledged storing the last one: the log notes, in the
+request's :func:`tracking_changes` context, the last change it made, and the
+API waits for it (:meth:`ChangeLog.wait_replicated`); after the timeout it
+answers :class:`WriteNotReplicated`, the change committed here.
 """
 
 from __future__ import annotations
@@ -15,14 +21,16 @@ import asyncio
 import heapq
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from rportd.config.types import format_go_duration
 from rportd.gotypes import format_db_time, utcnow
 from rportd.store.changes import Document
-from rportd.store.database import Database, Transaction
+from rportd.store.database import Database, SqlDatabase, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,31 @@ _MIRROR_DEL = "DELETE FROM rportd_file_mirror WHERE dataset = :dataset AND key =
 
 class ReadOnlyReplica(Exception):
     """This node follows a primary: replicated data only changes by replication."""
+
+
+class WriteNotReplicated(Exception):
+    """Changes committed on this primary that no secondary confirmed in time."""
+
+
+@dataclass
+class TrackedChanges:
+    """The last change logged within a :func:`tracking_changes` block (0: none)."""
+
+    last: int = 0
+
+
+_TRACKED: ContextVar[TrackedChanges | None] = ContextVar("rportd_tracked_changes", default=None)
+
+
+@contextmanager
+def tracking_changes() -> Iterator[TrackedChanges]:
+    """Note the changes logged in this block (and in tasks it starts)."""
+    tracked = TrackedChanges()
+    token = _TRACKED.set(tracked)
+    try:
+        yield tracked
+    finally:
+        _TRACKED.reset(token)
 
 
 @dataclass(frozen=True)
@@ -109,13 +142,21 @@ def _change(row: dict[str, Any]) -> Change:
     )
 
 
+@dataclass
+class Replica:
+    """A secondary reading the log, and the newest change it has stored."""
+
+    name: str
+    position: int = 0
+
+
 class ChangeLog:
     """Numbers, stores and serves changes of replicated data (a ``ChangeSink``)."""
 
     def __init__(self, own: Database, epoch: Callable[[], int]) -> None:
         self.own = own
         self._epoch = epoch
-        self._sources: list[Database] = [own]
+        self._sources: list[SqlDatabase] = [own]
         self._lock = asyncio.Lock()
         self._committed = asyncio.Condition()
         self._next_seq = 1
@@ -123,8 +164,12 @@ class ChangeLog:
         self.last_epoch = 0
         self.writable = True
         self.mirrored: set[str] = set()  # file-held data sets, mirrored in ``own``
+        self.synchronous_timeout: float | None = None  # ``[ha] synchronous``: the wait
+        self.not_awaited: set[str] = set()  # data sets no API answer waits for
+        self._replicas: dict[int, Replica] = {}
+        self._replicated_waiters: list[tuple[int, asyncio.Future[None]]] = []
 
-    async def open(self, sources: Iterable[Database]) -> None:
+    async def open(self, sources: Iterable[SqlDatabase]) -> None:
         """Create the log tables and find where the log stands."""
         for db in sources:
             if db not in self._sources:
@@ -176,6 +221,9 @@ class ChangeLog:
             self._next_seq, self._epoch(), dataset, key, doc, format_db_time(utcnow()) or ""
         )
         self._next_seq += 1
+        tracked = _TRACKED.get()
+        if tracked is not None and dataset not in self.not_awaited:
+            tracked.last = change.seq
         await tx.execute(_INSERT, change.row())
         if dataset in self.mirrored and tx.database is self.own:
             await _mirror(tx, change)
@@ -194,6 +242,68 @@ class ChangeLog:
     async def _notify(self) -> None:
         async with self._committed:
             self._committed.notify_all()
+
+    # --- synchronous replication (primary) -----------------------------------------
+
+    def attach_replica(self, name: str) -> Replica:
+        """A secondary now reads this log (until :meth:`detach_replica`)."""
+        replica = Replica(name)
+        self._replicas[id(replica)] = replica
+        return replica
+
+    def detach_replica(self, replica: Replica) -> None:
+        self._replicas.pop(id(replica), None)
+
+    def acknowledge(self, replica: Replica, position: int) -> None:
+        """``replica`` has stored every change up to ``position``."""
+        replica.position = max(replica.position, position)
+        replicated = self.replicated_position
+        done = [w for w in self._replicated_waiters if w[0] <= replicated]
+        for waiter in done:
+            self._replicated_waiters.remove(waiter)
+            if not waiter[1].done():
+                waiter[1].set_result(None)
+
+    @property
+    def replicated_position(self) -> int:
+        """The newest change stored by at least one connected secondary."""
+        return max((f.position for f in self._replicas.values()), default=0)
+
+    async def wait_replicated(self, seq: int) -> None:
+        """With ``synchronous_timeout`` set: wait until a secondary has stored ``seq``.
+
+        Raises :class:`WriteNotReplicated` after the timeout; the changes stay
+        committed here and in the log.
+        """
+        timeout = self.synchronous_timeout
+        if timeout is None or self.replicated_position >= seq:
+            return
+        waiter = (seq, asyncio.get_running_loop().create_future())
+        self._replicated_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter[1], timeout)
+        except TimeoutError:
+            raise WriteNotReplicated(self._not_replicated(seq, timeout)) from None
+        finally:
+            if waiter in self._replicated_waiters:
+                self._replicated_waiters.remove(waiter)
+
+    def _not_replicated(self, seq: int, timeout: float) -> str:
+        replicas = sorted(self._replicas.values(), key=lambda f: -f.position)
+        if replicas:
+            who = "; ".join(
+                f"secondary {f.name} has stored changes up to {f.position}" for f in replicas
+            )
+        else:
+            who = "no secondary is connected"
+        return (
+            f"the change is stored on this primary (change {seq}) but no secondary confirmed "
+            f"it within {format_go_duration(timeout)} ([ha] synchronous_timeout): {who}. "
+            "It stays stored here and reaches the secondaries when they catch up "
+            "(GET /api/v1/ha/status shows their lag); it is lost only if this primary's "
+            "data is lost, or a secondary is promoted, before then. Read it back before "
+            "writing it again."
+        )
 
     # --- writing (secondary) -----------------------------------------------------
 

@@ -1,22 +1,28 @@
 """The HA state machine of one node: who serves clients, who takes writes.
 
-* primary/active: serves clients and takes writes; watches its peers and
-  demotes itself to secondary when a primary with a higher epoch appears, or
-  fences itself when an active primary has the same epoch.
-* secondary/standby: follows its primary's replication and refuses clients.
-* secondary/active: the primary has been unreachable for ``takeover_after``;
-  serves clients, still refuses writes to replicated data.
-* secondary/draining: the primary is back; refuses new clients, syncs back,
-  and after ``drain_grace`` disconnects the clients still here.
+Writes: the primary takes them; a secondary follows its primary's change log
+and refuses writes to replicated data.
+
+Clients: one node serves them at a time, on evidence (:mod:`rportd.ha.rules`):
+with a coordinator (etcd), the holder of its leadership lease; without one, the
+node the heartbeats with the peer and the clients' own knocks point to. States:
+
+* active: serves clients (admits new ones);
+* standby: does not serve; holds knocking clients' requests for a while, which
+  is the evidence it may take over on;
+* draining: the primary took its clients back; refuses new ones and, after
+  ``drain_grace``, disconnects the rest;
 * fenced: refuses clients and writes and says why; needs an operator.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +30,26 @@ import aiohttp
 from aiohttp import web
 
 from rportd.config import HAConfig
+from rportd.ha import events, rules
 from rportd.ha.changelog import ChangeLog
-from rportd.ha.peers import PeerClient, PeerView, base_url
+from rportd.ha.coordinator import Coordinator, CoordinatorUnavailable
+from rportd.ha.evidence import Fleet, Lobby, Pingable, Pings
+from rportd.ha.peers import PeerClient, PeerView, base_url, error_text
 from rportd.ha.replication import Follower, ReplicationRefused
+from rportd.ha.rules import Facts, Step
 from rportd.ha.state import ACTIVE, DRAINING, FENCED, PRIMARY, SECONDARY, STANDBY, NodeState
 from rportd.store.changes import ReplicatedDataset
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "ha-state.json"
-PRIMARY_PROBE_INTERVAL = 1.0
-LOST_PRIMARY_PROBE_INTERVAL = 0.5
+HEARTBEAT_INTERVAL = 0.5
+DECIDE_INTERVAL = 0.25
 PROBE_TIMEOUT = 1.0
+FLEET_RESEND = 5.0
+FLEET_BATCH = 1000
+NONCES_KEPT = 16  # answers' nonces a heartbeat request may echo (8 s of them)
+NET_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 
 class HAController:
@@ -50,8 +64,10 @@ class HAController:
         *,
         connected_clients: Callable[[], int],
         disconnect_clients: Callable[[], None],
+        client_connections: Callable[[], Iterable[tuple[str, Pingable]]] = lambda: (),
         drain_grace: float = 150.0,
         sync_back: Callable[[str], Awaitable[object]] | None = None,
+        lobby_hold: float = 20.0,
     ) -> None:
         self.config = config
         self.path = data_dir / STATE_FILE
@@ -59,6 +75,7 @@ class HAController:
         self.datasets = datasets
         self.connected_clients = connected_clients
         self.disconnect_clients = disconnect_clients
+        self.client_connections = client_connections
         self.drain_grace = drain_grace
         self.sync_back = sync_back
         self.node = NodeState("", 0, config.role, config.primary)
@@ -68,10 +85,23 @@ class HAController:
         self.views: dict[str, PeerView] = {}
         self.follower = Follower(changelog, datasets)
         self.streams: set[web.WebSocketResponse] = set()
+        self.fleet = Fleet()
+        self.lobby = Lobby()
+        self.lobby_hold = lobby_hold
+        self.pings = Pings(self._fleet_connections)
+        self.link_ok_at = 0.0  # monotonic: last heartbeat with a peer (see _link_contact)
+        self.handed_over_at = -rules.HANDOVER_HOLDOFF
+        self.serving_since = 0.0
+        self._fleet_sent: dict[str, tuple[int, float]] = {}
+        self._nonces: dict[str, float] = {}  # nonce -> monotonic time we answered with it
         self._tasks: set[asyncio.Task[object]] = set()
-        self._loop_task: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
         self._drain_task: asyncio.Task[None] | None = None
+        self._acting = False
         self.changed = asyncio.Event()
+        self.coordinator: Coordinator | None = None
+        self._etcd_reachable = True
+        self._coordinator_args = (list(config.coordinator), config.coordinator_ttl)
 
     # --- facts ---------------------------------------------------------------------
 
@@ -87,18 +117,99 @@ class HAController:
     def primary_url(self) -> str:
         return self.node.primary if self.role == SECONDARY else ""
 
+    @property
+    def serving(self) -> bool:
+        return self.state == ACTIVE
+
+    def link_up(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        return now - self.link_ok_at < rules.LINK_LEASE
+
+    def peer_view(self) -> PeerView | None:
+        """The peer as its freshest heartbeat showed it (probes do not say who serves)."""
+        heard = [v for v in self.views.values() if v.heartbeat_at > 0]
+        return max(heard, key=lambda v: v.heartbeat_at) if heard else None
+
+    def facts(self, now: float | None = None) -> Facts:
+        now = time.monotonic() if now is None else now
+        up = self.link_up(now)
+        peer = self.peer_view() if up else None
+        return Facts(
+            primary=self.role == PRIMARY,
+            serving=self.serving,
+            link_up=up,
+            link_down_for=0.0 if up else now - self.link_ok_at,
+            peer_serving=bool(peer and peer.serving),
+            peer_link_up=bool(peer and peer.link_up),
+            peer_waiting=peer.waiting if peer else 0,
+            fleet=len(self.fleet),
+            fresh=self.pings.fresh(self.fleet, now),
+            waiting=self.lobby.waiting(self.fleet, now),
+            knocked=self.lobby.knocked(self.fleet, now),
+            takeover_after=self.config.takeover_after,
+            holdoff=now - self.handed_over_at < rules.HANDOVER_HOLDOFF,
+            settling=now - self.serving_since < rules.LINK_LEASE,
+        )
+
+    def admitting(self) -> bool:
+        """Whether a client connecting now would be served."""
+        if self.coordinator is not None:
+            return self.serving and self.coordinator.holding()
+        return rules.serve_allowed(self.facts())
+
     def admission_refusal(self) -> str | None:
-        """Why client connections are refused now (``None``: accepted)."""
-        if self.state == ACTIVE:
+        """Why a client's WebSocket upgrade is refused now (``None``: let it knock).
+
+        Refusing the upgrade makes the client try its next server at once; a
+        node that may take over lets clients in to knock instead (their
+        ``new_connection`` waits in the lobby: :meth:`admit_client`).
+        """
+        if self.state == FENCED:
+            return f"fenced: {self.reason}"
+        f = self.facts()
+        if f.primary and not f.serving and f.link_up and f.peer_serving:
+            if f.holdoff:
+                # The clients could not reach us a moment ago: send them on to the peer.
+                return f"standby: clients were handed over to {self._peer_url()}"
+            if not self._etcd_reachable:
+                return f"standby: {self._peer_url()} serves; this node cannot reach etcd"
+        return None
+
+    def serve_refusal(self) -> str | None:
+        """Why this node does not serve clients now (``None``: it does): for /readyz."""
+        if self.admitting():
             return None
         if self.state == FENCED:
             return f"fenced: {self.reason}"
         if self.state == DRAINING:
-            return f"draining: the primary {self.node.primary} is back and serves clients"
-        return (
-            f"standby: the primary {self.node.primary} serves clients; "
-            "this node only after a failover"
-        )
+            return f"draining: the primary {self.node.primary or self._peer_url()} is back"
+        return self._standby_text()
+
+    def _standby_text(self) -> str:
+        if self.role == SECONDARY:
+            return (
+                f"standby: the primary {self.node.primary} serves clients; "
+                "this node only after a failover"
+            )
+        return f"standby: not serving ({self.reason or 'waiting for evidence'})"
+
+    async def admit_client(self, client_id: str) -> str | None:
+        """Whether a registering client is served (``None``) or why not.
+
+        A client that knocks while this node does not serve is held for up to
+        ``lobby_hold`` seconds: if this node takes over meanwhile, it is served.
+        """
+        if self.admitting():
+            self.lobby.forget(client_id)
+            return None
+        if self.state == FENCED:
+            return self.admission_refusal()
+        self.lobby.knock(client_id, time.monotonic())
+        self.changed.set()
+        if await self.lobby.wait(client_id, self.admitting, self.lobby_hold):
+            self.lobby.forget(client_id)
+            return None
+        return self._standby_text()
 
     def write_refusal(self) -> str | None:
         """Why writes to replicated data are refused now (``None``: allowed)."""
@@ -112,7 +223,7 @@ class HAController:
         return None
 
     def node_info(self) -> dict[str, Any]:
-        """What peers learn from ``GET /ha/node``."""
+        """What peers learn from ``GET /ha/node`` and heartbeats."""
         return {
             "node_id": self.node.node_id,
             "role": self.role,
@@ -126,22 +237,52 @@ class HAController:
         """``GET /ha/status``: for people and scripts."""
         secondary = self.role == SECONDARY
         last = self.follower.last_message
+        now = time.monotonic()
+        f = self.facts(now)
         return {
             **self.node_info(),
+            "admitting": self.admitting(),
             "reason": self.reason,
             "primary": self.node.primary if secondary else "",
+            **self._mode_status(),
+            "evidence": {
+                "link_up": f.link_up,
+                "link_down_seconds": round(f.link_down_for, 3),
+                "fleet": f.fleet,
+                "fresh": f.fresh,
+                "waiting": f.waiting,
+                "knocked": f.knocked,
+                "peer_waiting": f.peer_waiting,
+            },
             "replication": {
                 "position": self.changelog.position,
                 "primary_position": self.follower.leader_position if secondary else None,
                 "lag": self.follower.lag if secondary else 0,
-                "last_message_seconds_ago": round(time.monotonic() - last, 3)
-                if secondary and last
-                else None,
+                "last_message_seconds_ago": round(now - last, 3) if secondary and last else None,
             },
             "peers": [
                 self.views[p].to_json() if p in self.views else {"url": p}
                 for p in self._peer_urls()
             ],
+        }
+
+    def _mode_status(self) -> dict[str, Any]:
+        coordinator = self.coordinator
+        if coordinator is None:
+            return {
+                "mode": "peer",
+                "partition_safe": "as far as the clients' evidence goes (two nodes, no "
+                "coordinator; see the README's fault table)",
+            }
+        return {
+            "mode": "coordinator",
+            "partition_safe": "yes (leadership is an etcd lease)",
+            "coordinator": {
+                "endpoints": coordinator.endpoints,
+                "holding": coordinator.holding(),
+                "epoch": coordinator.epoch,
+                "error": coordinator.last_error,
+            },
         }
 
     def _peer_urls(self) -> list[str]:
@@ -150,6 +291,132 @@ class HAController:
             urls.append(base_url(self.node.primary))
         return urls
 
+    def _url_of(self, view: PeerView) -> str:
+        """Where to call the peer of ``view`` (a view from its own heartbeats has no URL)."""
+        if not view.url.startswith("node:"):
+            return view.url
+        for url, other in self.views.items():
+            if other.node_id == view.node_id and not url.startswith("node:"):
+                return url
+        urls = self._peer_urls()
+        return urls[0] if urls else view.url
+
+    def _peer_url(self) -> str:
+        view = self.peer_view()
+        if view is not None:
+            return self._url_of(view)
+        urls = self._peer_urls()
+        return urls[0] if urls else ""
+
+    def _fleet_connections(self) -> Iterable[tuple[str, Pingable]]:
+        return self.client_connections()
+
+    # --- heartbeats ------------------------------------------------------------------
+
+    def heartbeat_payload(self) -> dict[str, Any]:
+        """What this node tells a peer in a heartbeat (both ways)."""
+        now = time.monotonic()
+        return {
+            **self.node_info(),
+            "serving": self.serving,
+            "link_up": self.link_up(now),
+            "waiting": self.lobby.waiting(self.fleet, now),
+            "fleet_generation": self.fleet.generation,
+        }
+
+    def fleet_for(self, peer_id: str, known_generation: int) -> list[str] | None:
+        """The fleet ids to send ``peer_id``, when it lacks them (at most every 5 s)."""
+        if not self.serving or known_generation == self.fleet.generation:
+            return None
+        now = time.monotonic()
+        generation, sent_at = self._fleet_sent.get(peer_id, (-1, 0.0))
+        if generation == self.fleet.generation and now - sent_at < FLEET_RESEND:
+            return None  # sent already; the answer may still be on its way
+        if len(self.fleet) > FLEET_BATCH and now - sent_at < FLEET_RESEND:
+            return None  # a large fleet goes out at most every FLEET_RESEND seconds
+        self._fleet_sent[peer_id] = (self.fleet.generation, now)
+        return sorted(self.fleet.ids)
+
+    def heartbeat_received(self, body: dict[str, Any], node_id: str) -> dict[str, Any]:
+        """A peer's heartbeat: note it (the link is up) and answer with ours.
+
+        A request counts only if it echoes a nonce from one of our recent answers:
+        then it was written after that answer, and counts from when we issued the
+        nonce (the earliest it can be). A request held back by the network and
+        delivered late (a healed partition) says nothing about now and is ignored.
+        """
+        issued = self._nonces.get(str(body.get("echo", "")))
+        url = next((u for u, v in self.views.items() if v.node_id == node_id), f"node:{node_id}")
+        view = self.views.get(url) or PeerView(url=url)
+        if issued is not None and issued > view.heartbeat_at:
+            self._link_contact(issued)
+            _read_view(view, body, issued)
+            self.views[url] = view
+            self.changed.set()
+        answer = self.heartbeat_payload()
+        answer["nonce"] = self._issue_nonce()
+        fleet = self.fleet_for(view.node_id, int(body.get("your_fleet_generation", -1)))
+        if fleet is not None:
+            answer["fleet"] = fleet
+        return answer
+
+    def _issue_nonce(self) -> str:
+        nonce = secrets.token_hex(8)
+        self._nonces[nonce] = time.monotonic()
+        while len(self._nonces) > NONCES_KEPT:
+            del self._nonces[next(iter(self._nonces))]
+        return nonce
+
+    def _link_contact(self, at: float) -> None:
+        self.link_ok_at = max(self.link_ok_at, at)
+
+    def _take_fleet(self, body: dict[str, Any], view: PeerView) -> None:
+        fleet = body.get("fleet")
+        if isinstance(fleet, list) and view.serving and not self.serving:
+            self.fleet.update(str(c) for c in fleet)
+            view.fleet_generation = int(body.get("fleet_generation", 0))
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.gather(*(self._heartbeat(u) for u in self._peer_urls()))
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+
+    async def _heartbeat(self, url: str) -> None:
+        view = self.views.get(url) or PeerView(url=url)
+        body = self.heartbeat_payload()
+        body["your_fleet_generation"] = view.fleet_generation if view.reachable else -1
+        body["echo"] = view.nonce
+        sent = time.monotonic()
+        serving_when_sent = self.serving
+        try:
+            status, answer = await self.peers.call(
+                "POST", url, "/heartbeat", json=body, timeout=PROBE_TIMEOUT
+            )
+        except NET_ERRORS as exc:
+            view.reachable = False
+            view.answered = False
+            view.error = str(exc) or type(exc).__name__
+            self.views[url] = view
+            return
+        received = time.monotonic()
+        data = answer.get("data") if isinstance(answer, dict) else None
+        view.answered = True
+        if status != 200 or not isinstance(data, dict):
+            view.reachable = False
+            view.error = f"HTTP {status}: {error_text(answer)}"
+            self.views[url] = view
+            return
+        # The answer was written between sent and received. The serving node counts
+        # the link from when it asked (earliest), the other node from when the
+        # answer came (latest): the serving node's lease then always ends before
+        # the other node may take over.
+        _read_view(view, data, sent)
+        view.nonce = str(data.get("nonce", ""))
+        self.views[url] = view
+        self._link_contact(sent if serving_when_sent else received)
+        self._take_fleet(data, view)
+        self.changed.set()
+
     # --- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
@@ -157,16 +424,37 @@ class HAController:
         self.node = await NodeState.load(self.path, self.config.role, base_url(self.config.primary))
         self.node.epoch = max(self.node.epoch, self.changelog.last_epoch)
         await self.node.save(self.path)
+        endpoints, ttl = self._coordinator_args
+        if endpoints:
+            self.coordinator = Coordinator(endpoints, self.node.node_id, ttl=ttl)
+            self.coordinator.on_change(self._lease_flipped)
+            await self.coordinator.start()
         if self.role == PRIMARY:
             await self._start_primary()
         else:
             self._enter_secondary()
+        self._loops.append(asyncio.create_task(self._heartbeat_loop(), name="ha-heartbeats"))
+        self._loops.append(asyncio.create_task(self._decide_loop(), name="ha-decide"))
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._loop_task, self._drain_task, *self._tasks) if t]
+        """Stop; a serving node hands its clients to a peer it can see first."""
+        peer = self.peer_view()
+        if self.serving and self.coordinator is None and peer is not None and self.link_up():
+            url = self._url_of(peer)
+            self._set(STANDBY, "shutting down")
+            self.disconnect_clients()
+            try:
+                await self.peers.call("POST", url, "/take-over", timeout=PROBE_TIMEOUT)
+            except NET_ERRORS as exc:
+                log.info("HA: could not hand clients over to %s at shutdown: %s", url, exc)
+        tasks = [t for t in (*self._loops, self._drain_task, *self._tasks) if t]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.pings.stop()
+        if self.coordinator is not None:
+            await self.coordinator.stop()
+        self.lobby.open()
         await self.close_streams()
         await self.peers.close()
 
@@ -179,6 +467,7 @@ class HAController:
 
     def _set(self, state: str, reason: str = "") -> None:
         if (state, reason) != (self.state, self.reason):
+            events.record(self, state, reason)
             log.log(
                 logging.ERROR if state == FENCED else logging.INFO,
                 "HA: %s is now %s%s",
@@ -186,16 +475,163 @@ class HAController:
                 state,
                 f" ({reason})" if reason else "",
             )
+        if state == ACTIVE and self.state != ACTIVE:
+            self.serving_since = time.monotonic()
         self.state = state
         self.reason = reason
+        if state == ACTIVE:
+            self.lobby.open()
         self.changed.set()
 
     async def _probe_all(self) -> list[PeerView]:
         urls = self._peer_urls()
         views = await asyncio.gather(*(self.peers.probe(u, PROBE_TIMEOUT) for u in urls))
         for view in views:
+            old = self.views.get(view.url)
+            if old is not None:
+                _keep_heartbeat_facts(view, old)
             self.views[view.url] = view
         return list(views)
+
+    # --- deciding who serves -----------------------------------------------------------
+
+    async def _decide_loop(self) -> None:
+        while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can lose a
+            # cancellation that arrives as the event is set, and stop() would hang.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DECIDE_INTERVAL):
+                    await self.changed.wait()
+            self.changed.clear()
+            if self.state in (FENCED, DRAINING) or self._acting:
+                continue
+            now = time.monotonic()
+            self._track_fleet(now)
+            f = self.facts(now)
+            self._steer_pings(f)
+            if self.coordinator is not None:
+                step, why = await self._decide_with_coordinator(self.coordinator, f)
+            else:
+                step, why = rules.decide(f)
+            if step is not Step.STAY:
+                log.debug("HA: %s on %s", step.value, f)
+                self._acting = True
+                try:
+                    await self._carry_out(step, why)
+                finally:
+                    self._acting = False
+
+    def _lease_flipped(self) -> None:
+        """The coordinator's lease came or went: a lost one stops clients at once."""
+        if self.coordinator is not None and not self.coordinator.holding() and self.serving:
+            self._set(STANDBY, f"lost the coordinator lease: {self.coordinator.last_error}")
+            self.disconnect_clients()
+        self.changed.set()
+
+    async def _decide_with_coordinator(
+        self, coordinator: Coordinator, f: Facts
+    ) -> tuple[Step, str]:
+        """With etcd: serve exactly while holding the lease; the evidence only steers it."""
+        if coordinator.holding():
+            if not f.serving:
+                self.node.epoch = max(self.node.epoch, coordinator.epoch)
+                await self.node.save(self.path)
+                return Step.SERVE, f"holds the coordinator lease (epoch {coordinator.epoch})"
+            step, why = rules.decide(f)
+            if step is Step.HAND_OVER:
+                await coordinator.resign()
+                return step, why
+            return Step.STAY, ""
+        if f.serving:
+            return Step.STOP, f"lost the coordinator lease: {coordinator.last_error}"
+        try:  # can this node take the lease at all?
+            await coordinator.leader()
+            self._etcd_reachable = True
+        except CoordinatorUnavailable:
+            self._etcd_reachable = False
+        if f.link_up and f.peer_serving:
+            step, why = rules.decide(f)
+            if step is not Step.TAKE_BACK:
+                return Step.STAY, ""
+            return (step, why) if self._etcd_reachable else (Step.STAY, "")
+        # The lease may be free: the primary always tries; a secondary once the primary
+        # is gone from the link or does not serve.
+        if (f.primary and not f.holdoff) or not f.link_up or not f.peer_serving:
+            await coordinator.try_acquire(self.node.node_id)
+            self.changed.set()
+        return Step.STAY, ""
+
+    def _track_fleet(self, now: float) -> None:
+        """While the link is up, the serving node's clients are the fleet."""
+        if self.serving and self.link_up(now):
+            self.fleet.update(client_id for client_id, _ in self.client_connections())
+
+    def _steer_pings(self, f: Facts) -> None:
+        need = f.serving and (not f.link_up or f.peer_waiting > 0)
+        if need and not self.pings.running:
+            self.pings.start()
+        elif not need and self.pings.running:
+            self._spawn(self.pings.stop(), "ha-pings-stop")
+
+    async def _carry_out(self, step: Step, why: str) -> None:
+        if step is Step.SERVE:
+            self._set(ACTIVE, why)
+        elif step is Step.STOP:
+            self._set(STANDBY, why)
+            self.disconnect_clients()
+        elif step is Step.HAND_OVER:
+            await self._hand_over(why)
+        elif step is Step.TAKE_BACK:
+            await self._take_back(why)
+        elif step is Step.YIELD:
+            self._start_draining()
+
+    async def _hand_over(self, why: str) -> None:
+        """Stop serving here first, then tell the peer to serve."""
+        peer = self.peer_view()
+        if peer is None:
+            return
+        url = self._url_of(peer)
+        self._set(STANDBY, f"handed clients over to {url}: {why}")
+        self.disconnect_clients()
+        try:
+            status, _ = await self.peers.call("POST", url, "/take-over", timeout=PROBE_TIMEOUT)
+        except NET_ERRORS as exc:
+            status = 0
+            log.warning("HA: could not hand clients over to %s: %s", url, exc)
+        if status // 100 == 2:
+            peer.serving = True
+            self.handed_over_at = time.monotonic()
+        else:
+            self._set(ACTIVE, f"{url} did not take the clients over")
+
+    async def take_over(self) -> None:
+        """The serving peer stopped and hands its clients to us."""
+        if self._drain_task is not None and self.state == DRAINING:
+            self._drain_task.cancel()
+            self._set(STANDBY, "the peer hands its clients over")
+        if self.coordinator is not None:
+            self.changed.set()  # the lease is free now: the decide loop takes it
+        elif self.state == STANDBY:
+            self._set(ACTIVE, "the peer handed its clients over")
+
+    async def _take_back(self, why: str) -> None:
+        """Ask the serving peer to step down; serve once it has."""
+        peer = self.peer_view()
+        if peer is None:
+            return
+        url = self._url_of(peer)
+        try:
+            status, _ = await self.peers.call("POST", url, "/step-down", timeout=PROBE_TIMEOUT)
+        except NET_ERRORS as exc:
+            log.warning("HA: could not ask %s to step down: %s", url, exc)
+            return
+        if status // 100 == 2:
+            peer.serving = False
+            if self.coordinator is None:
+                self._set(ACTIVE, why)
+            else:
+                self.changed.set()  # the peer resigned: take the lease
 
     # --- primary ----------------------------------------------------------------------
 
@@ -204,16 +640,7 @@ class HAController:
         views = await self._probe_all()
         if await self._check_rivals(views, starting=True):
             return
-        for view in views:
-            if view.reachable and view.role == SECONDARY and view.state == ACTIVE:
-                # A secondary serving clients while we were away: make it step down
-                # before we let clients in, so two nodes never both accept them.
-                try:
-                    await self.peers.call("POST", view.url, "/step-down", timeout=PROBE_TIMEOUT)
-                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                    log.warning("HA: could not ask %s to step down: %s", view.url, exc)
-        self._set(ACTIVE)
-        self._loop_task = asyncio.create_task(self._primary_loop(), name="ha-primary")
+        self._loops.append(asyncio.create_task(self._primary_loop(), name="ha-primary"))
 
     async def _check_rivals(self, views: list[PeerView], *, starting: bool) -> bool:
         """Demote or fence this primary if another primary outranks it; True if so."""
@@ -235,10 +662,9 @@ class HAController:
         return False
 
     async def _primary_loop(self) -> None:
-        while self.role == PRIMARY and self.state == ACTIVE:
-            await asyncio.sleep(PRIMARY_PROBE_INTERVAL)
-            views = await self._probe_all()
-            if await self._check_rivals(views, starting=False):
+        while self.role == PRIMARY and self.state != FENCED:
+            await asyncio.sleep(1.0)
+            if await self._check_rivals(list(self.views.values()), starting=False):
                 return
 
     def _fence(self, reason: str) -> None:
@@ -273,9 +699,9 @@ class HAController:
         """Make this node the primary with a higher epoch than any it knows."""
         views = await self._probe_all()
         known = [self.epoch, self.changelog.last_epoch] + [v.epoch for v in views if v.reachable]
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for task in self._loops:
+            if task.get_name() in ("ha-primary", "ha-secondary"):
+                task.cancel()
         if self._drain_task is not None:
             self._drain_task.cancel()
         self.node.epoch = max(known) + 1
@@ -284,8 +710,8 @@ class HAController:
         await self.node.save(self.path)
         self.changelog.writable = True
         log.warning("HA: promoted to primary with epoch %d", self.epoch)
-        self._set(ACTIVE)
-        self._loop_task = asyncio.create_task(self._primary_loop(), name="ha-primary")
+        self._set(ACTIVE, "promoted")
+        self._loops.append(asyncio.create_task(self._primary_loop(), name="ha-primary"))
         return self.status()
 
     def authorize_follower(self, follower_epoch: int) -> str | None:
@@ -306,26 +732,26 @@ class HAController:
     def _enter_secondary(self) -> None:
         self.changelog.writable = False
         self._set(STANDBY)
-        self._loop_task = asyncio.create_task(self._secondary_loop(), name="ha-secondary")
+        self._loops.append(asyncio.create_task(self._secondary_loop(), name="ha-secondary"))
 
     async def step_down(self) -> None:
-        """The primary is back (it told us): stop taking new clients."""
-        if self.role == SECONDARY and self.state == ACTIVE:
+        """The primary takes its clients back (it told us): stop taking new ones."""
+        if self.state == ACTIVE:
             self._start_draining()
+        if self.coordinator is not None:
+            await self.coordinator.resign()
 
     async def _secondary_loop(self) -> None:
-        while True:
+        while self.role == SECONDARY:
             primary = await self._find_primary()
             if primary is not None and primary.reachable:
-                if self.state == ACTIVE:
-                    self._start_draining()
                 try:
                     await self._follow(primary)
                 except ReplicationRefused as exc:
                     self._refused(str(exc))
                     await asyncio.sleep(2.0)
                     continue
-                except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                except (*NET_ERRORS, ValueError) as exc:
                     log.info(
                         "HA: replication from %s ended: %s", primary.url, exc or type(exc).__name__
                     )
@@ -336,11 +762,11 @@ class HAController:
                     await asyncio.sleep(2.0)
                     continue
             elif primary is not None:
-                # Alive but refusing us (wrong secret, ...): no takeover, say why.
+                # Alive but refusing us (wrong secret, ...): say why.
                 self._refused(f"the primary {primary.url} refuses this node: {primary.error}")
                 await asyncio.sleep(2.0)
                 continue
-            await self._watch_lost_primary()
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
 
     def _refused(self, reason: str) -> None:
         if reason != self.reason:
@@ -356,6 +782,9 @@ class HAController:
             await self.peers.probe(self.node.primary, PROBE_TIMEOUT) if self.node.primary else None
         )
         if view is not None:
+            old = self.views.get(view.url)
+            if old is not None:
+                _keep_heartbeat_facts(view, old)
             self.views[view.url] = view
             if view.reachable and view.role == PRIMARY:
                 return view
@@ -402,23 +831,13 @@ class HAController:
             if leader_epoch > self.epoch:
                 self.node.epoch = leader_epoch
                 await self.node.save(self.path)
-            if self.state == STANDBY:
+            if self.state == STANDBY and self.reason.startswith(("applying", "the primary")):
                 self._set(STANDBY)  # clears an earlier refusal reason
             self._spawn(self._sync_back(), "ha-sync-back")
             await self.follower.run(ws)
 
-    async def _watch_lost_primary(self) -> None:
-        """Probe the lost primary quickly; take over after ``takeover_after``."""
-        lost_at = time.monotonic()
-        while True:
-            if await self._find_primary() is not None:
-                return  # alive again (even if it refuses us, that is no reason to take over)
-            if self.state == STANDBY and time.monotonic() - lost_at >= self.config.takeover_after:
-                self._set(ACTIVE, f"primary {self.node.primary} unreachable; serving its clients")
-            await asyncio.sleep(LOST_PRIMARY_PROBE_INTERVAL)
-
     def _start_draining(self) -> None:
-        self._set(DRAINING, f"primary {self.node.primary} is back")
+        self._set(DRAINING, f"primary {self.node.primary or self._peer_url()} is back")
         if self._drain_task is None or self._drain_task.done():
             self._drain_task = asyncio.create_task(self._drain(), name="ha-drain")
 
@@ -437,9 +856,36 @@ class HAController:
             self._set(STANDBY)
 
     async def _sync_back(self) -> None:
-        if self.sync_back is None or not self.node.primary:
+        if self.sync_back is None or not self.node.primary or self.role != SECONDARY:
             return
         try:
             await self.sync_back(self.node.primary)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except NET_ERRORS as exc:
             log.info("HA: sync back to %s failed, will retry: %s", self.node.primary, exc)
+
+
+def _read_view(view: PeerView, body: dict[str, Any], at: float) -> None:
+    """Fill a peer's view from its heartbeat (request or answer)."""
+    view.reachable = True
+    view.answered = True
+    view.error = ""
+    view.checked_at = at
+    view.node_id = str(body.get("node_id", ""))
+    view.role = str(body.get("role", ""))
+    view.state = str(body.get("state", ""))
+    view.epoch = int(body.get("epoch", 0))
+    view.position = int(body.get("position", 0))
+    view.clients = int(body.get("clients", 0))
+    view.serving = bool(body.get("serving", False))
+    view.waiting = int(body.get("waiting", 0))
+    view.link_up = bool(body.get("link_up", False))
+    view.heartbeat_at = at
+
+
+def _keep_heartbeat_facts(view: PeerView, old: PeerView) -> None:
+    view.serving = old.serving
+    view.waiting = old.waiting
+    view.fleet_generation = old.fleet_generation
+    view.heartbeat_at = old.heartbeat_at
+    view.link_up = old.link_up
+    view.nonce = old.nonce

@@ -33,6 +33,12 @@ class PeerView:
     epoch: int = 0
     position: int = 0
     clients: int = 0
+    serving: bool = False  # from heartbeats: admits clients
+    waiting: int = 0  # from heartbeats: fleet clients knocking there
+    fleet_generation: int = -1  # the generation of its fleet we hold
+    link_up: bool = False  # from heartbeats: whether it hears from us too
+    nonce: str = ""  # from its last heartbeat answer: our next request echoes it
+    heartbeat_at: float = 0.0  # monotonic: when serving/waiting were last heard (0: never)
     checked_at: float = field(default_factory=time.monotonic)
     error: str = ""
 
@@ -46,6 +52,8 @@ class PeerView:
             "epoch": self.epoch,
             "position": self.position,
             "clients": self.clients,
+            "serving": self.serving,
+            "waiting": self.waiting,
             "error": self.error,
         }
 
@@ -113,7 +121,7 @@ class PeerClient:
         view.answered = True
         data = body.get("data") if isinstance(body, dict) else None
         if status != 200 or not isinstance(data, dict):
-            view.error = f"HTTP {status}: {_error_text(body)}"
+            view.error = f"HTTP {status}: {error_text(body)}"
             return view
         body = data
         view.reachable = True
@@ -139,7 +147,8 @@ class PeerClient:
         )
 
 
-def _error_text(body: Any) -> str:
+def error_text(body: Any) -> str:
+    """The title of the first error in an API error envelope (empty if none)."""
     if isinstance(body, dict):
         errors = body.get("errors")
         if isinstance(errors, list) and errors and isinstance(errors[0], dict):

@@ -2,7 +2,10 @@
 
 Messages are JSON text frames: ``snapshot`` (every data set, when the follower
 cannot continue from its position), ``changes`` (log entries in order) and
-``heartbeat`` (position and epoch, every second while idle).
+``heartbeat`` (position and epoch, every second while idle), and ``acks``
+once the follower is on the primary's history: from then on the follower
+answers ``ack`` with the position it has stored (what ``[ha] synchronous``
+waits for).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from rportd.ha.changelog import Change, ChangeLog
+from rportd.ha.changelog import Change, ChangeLog, Replica
 from rportd.store.changes import ReplicatedDataset
 
 log = logging.getLogger(__name__)
@@ -62,13 +65,16 @@ async def stream(
     datasets: Mapping[str, ReplicatedDataset],
     position: int,
     epoch_at: int,
+    follower: str = "",
 ) -> None:
     """Serve one follower until it goes away (or this node stops leading)."""
     if await needs_snapshot(changelog, position, epoch_at):
         snapshot = await take_snapshot(changelog, datasets)
         await ws.send_str(json.dumps(snapshot))
         position = int(snapshot["position"])
-    closed = asyncio.ensure_future(ws.receive())  # the follower never sends; this ends on close
+    await ws.send_str(json.dumps({"type": "acks"}))
+    replica = changelog.attach_replica(follower)
+    closed = asyncio.ensure_future(_read_acks(ws, changelog, replica))  # ends on close
     try:
         while not closed.done():
             changes = await changelog.read(position, BATCH)
@@ -92,6 +98,22 @@ async def stream(
         pass
     finally:
         closed.cancel()
+        changelog.detach_replica(replica)
+
+
+async def _read_acks(ws: web.WebSocketResponse, changelog: ChangeLog, replica: Replica) -> None:
+    """Note the positions the follower says it has stored, until it goes away."""
+    async for msg in ws:
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            continue
+        try:
+            data = json.loads(msg.data)
+            position = int(data["position"]) if data.get("type") == "ack" else None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("replication: %s sent an unreadable message", replica.name)
+            continue
+        if position is not None:
+            changelog.acknowledge(replica, min(position, changelog.position))
 
 
 class Follower:
@@ -103,6 +125,7 @@ class Follower:
         self.leader_position = 0
         self.last_message = 0.0
         self.applied_at = 0.0
+        self._acked = -1  # position last acknowledged; acks only once the primary asks
 
     @property
     def lag(self) -> int:
@@ -111,6 +134,8 @@ class Follower:
     async def run(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """Apply messages until the stream ends or falls silent."""
         self.last_message = time.monotonic()
+        acks = False
+        self._acked = -1
         while True:
             msg = await ws.receive(timeout=SILENCE_LIMIT)
             if msg.type is not aiohttp.WSMsgType.TEXT:
@@ -124,6 +149,12 @@ class Follower:
                 await self._apply([Change.from_json(c) for c in data["changes"]])
             elif kind == "heartbeat":
                 self.leader_position = int(data["position"])
+            elif kind == "acks":
+                acks = True
+            if acks and self.changelog.position != self._acked:
+                # Applied and logged in committed transactions: stored for good.
+                self._acked = self.changelog.position
+                await ws.send_str(json.dumps({"type": "ack", "position": self._acked}))
 
     async def _restore(self, data: dict[str, Any]) -> None:
         datasets = data.get("datasets") or {}

@@ -7,6 +7,7 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
+from rportd.gotypes import json_kind
 from rportd.jobs.model import ClientTags
 
 INTERPRETERS = ("cmd", "powershell", "tacoscript")
@@ -47,24 +48,10 @@ def json_field(body: dict[str, Any], key: str, kind: type, struct: str) -> Any:
         ok = all(isinstance(v, str) for v in value)
     if not ok:
         raise invalid_json(
-            f"json: cannot unmarshal {_json_kind(value)} into Go struct field "
+            f"json: cannot unmarshal {json_kind(value)} into Go struct field "
             f"{struct}.{key} of type {_GO_TYPES[kind]}"
         )
     return value
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return "value"
 
 
 def check_keys(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
@@ -137,7 +124,7 @@ class MultiJobRequest:
             return cls()
         if not isinstance(body, dict):
             raise invalid_json(
-                f"json: cannot unmarshal {_json_kind(body)} into Go value of type "
+                f"json: cannot unmarshal {json_kind(body)} into Go value of type "
                 "jobs.MultiJobRequest"
             )
         check_keys(body, cls.KEYS)

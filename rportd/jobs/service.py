@@ -27,6 +27,7 @@ from rportd.gotypes import ci_get, go_dumps, parse_time, utcnow
 from rportd.jobs.model import (
     STATUS_FAILED,
     STATUS_RUNNING,
+    STATUS_SUCCESSFUL,
     STATUS_UNKNOWN,
     Job,
     MultiJob,
@@ -35,6 +36,7 @@ from rportd.jobs.repository import JobRepository
 from rportd.jobs.requests import MultiJobRequest
 from rportd.jobs.streams import JobStream, OutputChannelSession
 from rportd.jobs.writer import RECENT_JOBS, JobWriter
+from rportd.metrics.instruments import Metrics
 from rportd.timers import Scheduler, Timer
 from rportd.wire.ssh import ConnectionClosed, RequestFailed
 
@@ -108,6 +110,10 @@ class _Pending:
     restarted: bool = False
 
 
+# Final statuses counted by name; anything else a client reports counts as "other".
+FINAL_STATUSES = frozenset({STATUS_SUCCESSFUL, STATUS_FAILED, STATUS_UNKNOWN})
+
+
 def new_jid() -> str:
     return str(uuid.uuid4())
 
@@ -115,9 +121,16 @@ def new_jid() -> str:
 class JobService:
     """Commands and scripts on clients: single jobs, multi-client jobs, results."""
 
-    def __init__(self, repo: JobRepository, clients: ClientService, settings: JobSettings) -> None:
+    def __init__(
+        self,
+        repo: JobRepository,
+        clients: ClientService,
+        settings: JobSettings,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.repo = repo
         self.writer = JobWriter(repo, min(RECENT_JOBS, settings.max_results))
+        self.metrics = metrics or Metrics()
         self.clients = clients
         self.settings = settings
         self._pending: dict[str, _Pending] = {}
@@ -239,6 +252,7 @@ class JobService:
             self._forget(job.jid)
             raise RunFailed(f"invalid client response format: {exc}", client_error=True) from None
         running = job.copy(pid=pid, started_at=started_at, status=STATUS_RUNNING)
+        self.metrics.jobs_started.inc()
         if self._pending.get(job.jid) is pending:
             pending.job = running
             self._set_deadline(pending, job.timeout_sec + self.settings.result_grace)
@@ -359,7 +373,13 @@ class JobService:
         try:
             running, waiter = await self._send(client, job, wait=wait)
         except RunFailed as exc:
-            log.info("job %s on client %s not started: %s", job.jid, client.id, exc.text)
+            log.info(
+                "job %s on client %s not started: %s",
+                job.jid,
+                client.id,
+                exc.text,
+                extra={"job_id": job.jid, "client_id": client.id},
+            )
             failed = job.copy(status=STATUS_FAILED, finished_at=utcnow(), error=exc.text)
             if stream is not None:
                 stream.final(go_dumps(failed.to_json()) + "\n")
@@ -402,11 +422,27 @@ class JobService:
 
     def _complete(self, job: Job, ui_text: str, *, reported: bool = False) -> None:
         """A final job: to its UI stream now, then stored, then its waiter woken."""
+        self._count_finished(job)
         stream = self._streams.get(job.multi_job_id or job.jid)
         if stream is not None:
             stream.final(ui_text)
         pending = self._take(job.jid)
         self._spawn(self._finish(job, pending, reported), f"job-result-{job.jid}")
+
+    def _count_finished(self, job: Job) -> None:
+        status = job.status if job.status in FINAL_STATUSES else "other"
+        self.metrics.jobs_finished.labels(status).inc()
+        log.info(
+            "job %s on client %s ended %s",
+            job.jid,
+            job.client_id,
+            job.status,
+            extra={"job_id": job.jid, "client_id": job.client_id, "status": job.status},
+        )
+        if job.started_at is not None and job.finished_at is not None:
+            seconds = (job.finished_at - job.started_at).total_seconds()
+            if seconds >= 0:
+                self.metrics.job_seconds.observe(seconds)
 
     async def _finish(self, job: Job, pending: _Pending | None, reported: bool) -> None:
         await self.writer.put(job)
@@ -442,7 +478,7 @@ class JobService:
         if base is None or base.client_id != client_id:
             log.warning("dropped an oversized result of unknown job %s (client %s)", jid, client_id)
             return
-        log.warning("job %s: %s", jid, error)
+        log.warning("job %s: %s", jid, error, extra={"job_id": jid, "client_id": client_id})
         failed = base.copy(status=STATUS_FAILED, finished_at=utcnow(), error=error)
         self._complete(failed, go_dumps(failed.to_json()) + "\n")
 
@@ -498,7 +534,13 @@ class JobService:
         else:
             why = "the client did not report it"
         error = f"no result received within timeout_sec ({job.timeout_sec}s) + {grace:g}s: {why}"
-        log.info("job %s on client %s: %s", job.jid, job.client_id, error)
+        log.info(
+            "job %s on client %s: %s",
+            job.jid,
+            job.client_id,
+            error,
+            extra={"job_id": job.jid, "client_id": job.client_id},
+        )
         unknown = job.copy(status=STATUS_UNKNOWN, finished_at=utcnow(), error=error)
         self._complete(unknown, go_dumps(unknown.to_json()) + "\n")
 

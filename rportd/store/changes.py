@@ -54,6 +54,28 @@ class NullSink:
 NULL_SINK = NullSink()
 
 
+class WriteGuard:
+    """The sink of data a shared database replicates itself: writes checked, nothing logged.
+
+    On a secondary, writes are refused as they are for data the change log carries.
+    """
+
+    def __init__(self, sink: ChangeSink) -> None:
+        self.sink = sink
+
+    @property
+    def writable(self) -> bool:
+        return self.sink.writable
+
+    def ensure_writable(self, dataset: str) -> None:
+        self.sink.ensure_writable(dataset)
+
+    async def record(
+        self, tx: Transaction | None, dataset: str, key: str, doc: Document | None
+    ) -> None:
+        self.sink.ensure_writable(dataset)
+
+
 class ReplicatedDataset(Protocol):
     """A store whose content secondaries copy from the primary."""
 

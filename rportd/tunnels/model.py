@@ -37,6 +37,16 @@ class TunnelRuntime:
         values = [f.last_active() for f in (self.tcp, self.udp) if f is not None]
         return max(values, default=-math.inf)
 
+    def traffic(self) -> tuple[int, int]:
+        """Bytes (towards the client, from the client) through this tunnel so far."""
+        sent = received = 0
+        if self.tcp is not None:
+            sent, received = self.tcp.traffic()
+        if self.udp is not None:
+            sent += self.udp.sent
+            received += self.udp.received
+        return sent, received
+
     def close(self) -> None:
         """Stop listening and end every connection (ports free on return for TCP)."""
         if self.closed:

@@ -40,9 +40,17 @@ class PortPool:
         if port in self.in_use or not all(port_is_free(port, host, p == "udp") for p in protocols):
             raise PortError(f"Local port {port} already in use.")
 
-    def pick(self, protocols: Iterable[str], host: str = "0.0.0.0") -> int:
-        """A random free port of the pool."""
+    def pick(
+        self, protocols: Iterable[str], host: str = "0.0.0.0", preferred: int | None = None
+    ) -> int:
+        """A random free port of the pool (``preferred`` if it is one)."""
         protos = list(protocols)
+        if (
+            preferred in self.allowed
+            and preferred not in self.in_use
+            and all(port_is_free(preferred, host, p == "udp") for p in protos)
+        ):
+            return preferred
         candidates = [p for p in self._ordered if p not in self.in_use]
         random.shuffle(candidates)
         for port in candidates[:200]:

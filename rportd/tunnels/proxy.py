@@ -27,6 +27,7 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from rportd.cors import CorsPolicy, add_headers
 from rportd.tunnels.acl import TunnelACL
 from rportd.wire.messages import Remote
 
@@ -113,8 +114,11 @@ class TunnelProxy:
         acl: Callable[[], TunnelACL | None],
         ssl_context: ssl.SSLContext | None,
         http: Callable[[], aiohttp.ClientSession],
+        *,
+        cors: CorsPolicy | None = None,
     ) -> None:
         self.name = name
+        self.cors = cors
         self.host = host
         self.port = port
         self.target_port = target_port
@@ -155,6 +159,20 @@ class TunnelProxy:
         if acl is not None and not (peer and acl.allows(str(peer[0]))):
             log.info("tunnel proxy %s: access rejected for %s", self.name, peer)
             return _page(403, "Access rejected by ACL")
+        if self.cors is None:
+            return await self._serve(request, CIMultiDict())
+        if self.cors.is_preflight(request):
+            return self.cors.preflight(request)
+        headers = self.cors.actual_headers(request)
+        response = await self._serve(request, headers)
+        if not response.prepared:
+            add_headers(response, headers)
+        return response
+
+    async def _serve(
+        self, request: web.BaseRequest, cors_headers: CIMultiDict[str]
+    ) -> web.StreamResponse:
+        """Answer a request the ACL let through; ``cors_headers`` go on a proxied answer."""
         scheme = self.scheme
         if scheme in ("http", "https"):
             if not self._authorized(request):
@@ -168,7 +186,7 @@ class TunnelProxy:
                 )
             if request.headers.get("Upgrade", "").lower() == "websocket":
                 return await self._proxy_websocket(request, scheme)
-            return await self._proxy_http(request, scheme)
+            return await self._proxy_http(request, scheme, cors_headers)
         if scheme == "vnc":
             if request.path == "/vnc":
                 return await self._vnc_bridge(request)
@@ -202,7 +220,9 @@ class TunnelProxy:
             headers["X-Forwarded-For"] = f"{prior}, {peer[0]}" if prior else str(peer[0])
         return headers
 
-    async def _proxy_http(self, request: web.BaseRequest, scheme: str) -> web.StreamResponse:
+    async def _proxy_http(
+        self, request: web.BaseRequest, scheme: str, cors_headers: CIMultiDict[str]
+    ) -> web.StreamResponse:
         headers = self._upstream_headers(request, frozenset())
         body = request.content if request.body_exists else None
         try:
@@ -218,6 +238,7 @@ class TunnelProxy:
                 out.headers.update(
                     _forward_headers(upstream.headers, drop=frozenset({"content-length"}))
                 )
+                add_headers(out, cors_headers)
                 if upstream.content_length is not None:
                     out.content_length = upstream.content_length
                 await out.prepare(request)

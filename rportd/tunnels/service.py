@@ -16,6 +16,7 @@ import aiohttp
 import asyncssh
 
 from rportd.clients.model import TunnelLike
+from rportd.cors import PROXY_METHODS, CorsPolicy, valid_origins
 from rportd.timers import Scheduler
 from rportd.tunnels.acl import LOCALHOST_ONLY, ACLError, TunnelACL
 from rportd.tunnels.errors import (
@@ -73,6 +74,13 @@ def _remote_of(tunnel: TunnelLike) -> Remote:
     return Remote.from_json(tunnel.to_json())
 
 
+def _same_tunnel(a: Remote, b: Remote) -> bool:
+    """The same tunnel definition (a random local port may differ)."""
+    if (a.destination, a.protocol, a.acl) != (b.destination, b.protocol, b.acl):
+        return False
+    return a.lport_random or b.lport_random or (a.lhost, a.lport) == (b.lhost, b.lport)
+
+
 def _protocols_overlap(a: str, b: str) -> bool:
     """Upstream's ``IsProtocol``: ``tcp+udp`` matches ``tcp`` and ``udp`` both ways."""
     return a == b or "tcp+udp" in (a, b)
@@ -100,14 +108,17 @@ class TunnelSettings:
     proxy_cert_file: str = ""
     proxy_key_file: str = ""
     tls_min: str = "1.3"
+    proxy_cors: CorsPolicy | None = None  # tunnel_cors
 
     @classmethod
     def from_config(cls, server: ServerConfig) -> TunnelSettings:
+        origins = valid_origins(server.tunnel_cors)
         return cls(
             check_port_timeout=server.check_port_timeout,
             proxy_cert_file=server.tunnel_proxy_cert_file,
             proxy_key_file=server.tunnel_proxy_key_file,
             tls_min=server.tls_min,
+            proxy_cors=CorsPolicy.from_config(origins, PROXY_METHODS, None) if origins else None,
         )
 
 
@@ -127,6 +138,7 @@ class TunnelService:
         """Persists a client whose tunnel list changed (set to the registry's save)."""
         self.proxy_ssl: ssl.SSLContext | None = None
         self._running: dict[Tunnel, Client] = {}
+        self._stopped_traffic = (0, 0)  # bytes of tunnels no longer running
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._http: aiohttp.ClientSession | None = None
 
@@ -160,6 +172,16 @@ class TunnelService:
     def running(self) -> list[tuple[Client, Tunnel]]:
         """Every running tunnel with its client."""
         return [(client, tunnel) for tunnel, client in self._running.items()]
+
+    def traffic(self) -> tuple[int, int]:
+        """Bytes (towards clients, from clients) through every tunnel since the start."""
+        sent, received = self._stopped_traffic
+        for tunnel in self._running:
+            if tunnel.runtime is not None:
+                s, r = tunnel.runtime.traffic()
+                sent += s
+                received += r
+        return sent, received
 
     def _http_session(self) -> aiohttp.ClientSession:
         """The proxies' client to the tunnels behind them (no keep-alive: idle counts)."""
@@ -204,15 +226,8 @@ class TunnelService:
                     break
             else:
                 return []
-        result = []
-        for i, prev in enumerate(old):
-            if marked[i]:
-                continue
-            if prev.lport_random:
-                prev.lhost = ""
-                prev.lport = ""
-            result.append(prev)
-        return result
+        # A random port stays random; the one it had is taken again if free (see _local_port).
+        return [prev for i, prev in enumerate(old) if not marked[i]]
 
     async def filter_allowed(
         self, conn: ClientConnection, version: str, remotes: list[Remote]
@@ -234,23 +249,71 @@ class TunnelService:
                 log.info("tunnel %s is no longer allowed by client config, removing", remote.key())
         return allowed
 
+    async def follow(
+        self,
+        client: Client,
+        conn: ClientConnection,
+        wanted: Sequence[TunnelLike],
+        restored: Sequence[TunnelLike],
+    ) -> None:
+        """Start the ``wanted`` tunnels not running; stop ``restored`` ones not wanted."""
+        remotes = [_remote_of(t) for t in wanted]
+        for tunnel in list(restored):
+            if (
+                isinstance(tunnel, Tunnel)
+                and tunnel in client.tunnels
+                and not any(_same_tunnel(tunnel.remote, r) for r in remotes)
+            ):
+                log.info("client %s: tunnel %s was closed elsewhere", client.id, tunnel.id)
+                self._stop(tunnel)
+                self._forget(client, tunnel)
+        for remote in remotes:
+            running = (t.remote for t in client.tunnels if isinstance(t, Tunnel))
+            if any(_same_tunnel(remote, r) for r in running):
+                continue
+            try:
+                await self.start_tunnel(client, conn, remote)
+            except (TunnelError, OSError) as exc:
+                log.warning("client %s: tunnel %s made elsewhere: %s", client.id, remote.key(), exc)
+        self.client_changed(client)
+
     # --- starting -------------------------------------------------------------------
 
     async def start_client_tunnels(
-        self, client: Client, conn: ClientConnection, remotes: list[Remote]
+        self,
+        client: Client,
+        conn: ClientConnection,
+        remotes: list[Remote],
+        *,
+        skip_failing: bool = False,
     ) -> list[Tunnel]:
-        """Start a tunnel per remote, updating each remote in place."""
+        """Start a tunnel per remote, updating each remote in place.
+
+        With ``skip_failing`` a tunnel that cannot start is left out (and logged).
+        """
         started = []
         for remote in remotes:
-            started.append(await self.start_tunnel(client, conn, remote))
+            try:
+                started.append(await self.start_tunnel(client, conn, remote))
+            except TunnelError as exc:
+                if not skip_failing:
+                    raise
+                log.warning(
+                    "client %s: tunnel %s defined on another node not re-created: %s",
+                    client.id,
+                    remote.key(),
+                    exc,
+                )
         return started
 
     def _local_port(self, remote: Remote) -> list[int]:
         """Pick or check the listening port(s); returns the pool ports now held."""
         protocols = ["tcp", "udp"] if remote.protocol == "tcp+udp" else [remote.protocol]
         try:
-            if not remote.local_specified:
-                remote.lport = str(self.ports.pick(protocols))
+            if not remote.local_specified or remote.lport_random:
+                # A re-established random port gets its old number back where it is free.
+                preferred = int(remote.lport) if remote.lport.isdigit() else None
+                remote.lport = str(self.ports.pick(protocols, preferred=preferred))
                 remote.lhost = ZERO_HOST
                 remote.lport_random = True
             else:
@@ -350,7 +413,15 @@ class TunnelService:
                 raise _start_failure(exc, host, port, "udp") from None
         if len(runtime.ports) > 1:
             runtime.proxy = TunnelProxy(
-                name, host, port, tcp_port, remote, tunnel_acl, self.proxy_ssl, self._http_session
+                name,
+                host,
+                port,
+                tcp_port,
+                remote,
+                tunnel_acl,
+                self.proxy_ssl,
+                self._http_session,
+                cors=self.settings.proxy_cors,
             )
             try:
                 await runtime.proxy.start()
@@ -403,6 +474,10 @@ class TunnelService:
         self._running.pop(tunnel, None)
         if runtime is None:
             return
+        if not runtime.closed:
+            sent, received = runtime.traffic()
+            before = self._stopped_traffic
+            self._stopped_traffic = (before[0] + sent, before[1] + received)
         runtime.close()
         for port in runtime.ports:
             self.ports.release(port)

@@ -167,6 +167,8 @@ class TCPForwarder:
         self.acl = acl
         self.clock = clock
         self.connections: set[TCPPipe] = set()
+        self.closed_sent = 0  # bytes towards the client of connections already closed
+        self.closed_received = 0
         self.last_close = -math.inf  # a never used tunnel is idle since forever (upstream)
         self._server: asyncio.Server | None = None
         self._opening: set[asyncio.Task[None]] = set()
@@ -195,7 +197,17 @@ class TCPForwarder:
     def connection_closed(self, pipe: TCPPipe) -> None:
         if pipe in self.connections:
             self.connections.discard(pipe)
+            self.closed_sent += pipe.sent
+            self.closed_received += pipe.received
             self.last_close = self.clock()
+
+    def traffic(self) -> tuple[int, int]:
+        """Bytes (towards the client, from the client) through this listener so far."""
+        sent, received = self.closed_sent, self.closed_received
+        for pipe in self.connections:
+            sent += pipe.sent
+            received += pipe.received
+        return sent, received
 
     def close(self) -> None:
         """Stop listening and end every connection now; the port is free on return.

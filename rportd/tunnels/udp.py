@@ -92,6 +92,8 @@ class UDPForwarder:
         self.last_activity = clock()
         self.channel_full = False
         self.dropped = 0
+        self.sent = 0  # datagram bytes towards the client
+        self.received = 0  # datagram bytes from the client
         self.closed = False
         self._chan: asyncssh.SSHTCPChannel[bytes] | None = None
         self._transport: asyncio.DatagramTransport | None = None
@@ -177,6 +179,7 @@ class UDPForwarder:
             self.dropped += 1
             return
         message = UDPMessage(peer, data[:MAX_DATAGRAM])
+        self.sent += len(message.data)
         try:
             chan.write(self._encoder.encode(message))
         except OSError:
@@ -198,6 +201,7 @@ class UDPForwarder:
                 continue
             host = self._reply_host(message.addr.ip, message.addr.zone)
             if host is not None:
+                self.received += len(message.data)
                 transport.sendto(message.data, (host, message.addr.port))
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from rportd.uploads.errors import UploadError
 
@@ -192,9 +193,11 @@ async def read_upload_form(request: web.Request, limit: int, directory: Path) ->
     except UploadError:
         await form.discard()
         raise
-    except (ValueError, AssertionError, RuntimeError) as exc:
+    except (ValueError, AssertionError, RuntimeError, HttpProcessingError) as exc:
         await form.discard()
-        reason = str(exc) or "malformed body"
+        reason = (exc.message if isinstance(exc, HttpProcessingError) else str(exc)) or (
+            "malformed body"
+        )
         raise UploadError(400, f"multipart: {reason}") from None
     except BaseException:
         await form.discard()

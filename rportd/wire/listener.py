@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from rportd.httputil import client_ip
+from rportd.metrics.instruments import Metrics
 from rportd.wire.ssh import RportServerConnection
 from rportd.wire.websocket import WebSocketTransport, pump
 
@@ -62,6 +63,7 @@ class ClientListener:
         handshake_timeout: float = 60.0,
         proxy_url: str = "",
         admission: Callable[[], str | None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._ssh_options = ssh_options
         self._connection_factory = connection_factory
@@ -72,6 +74,8 @@ class ClientListener:
         self._proxy_session: aiohttp.ClientSession | None = None
         self._admission = admission
         self._connections: set[RportServerConnection] = set()
+        self.metrics = metrics or Metrics()
+        self.handshakes_in_progress = 0
         self.app = web.Application(client_max_size=64 * 1024)
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
         self.app.on_shutdown.append(self._on_shutdown)
@@ -84,6 +88,7 @@ class ClientListener:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         ip = client_ip(request)
         if self._is_banned(ip):
+            self.metrics.client_refused.labels("banned").inc()
             return web.Response(status=423, text=BANNED_TEXT)
         refusal = self._admission() if self._admission else None
         # After a refused upgrade the client sends HEAD and logs any Via header as an
@@ -96,6 +101,7 @@ class ClientListener:
                     if refusal:
                         # A refused upgrade makes the client try its next server (§9).
                         log.debug("refusing client connection from %s: %s", ip, refusal)
+                        self.metrics.client_refused.labels(refusal.partition(":")[0]).inc()
                         return web.Response(status=503, text=refusal, headers=headers)
                     return await self._serve_client(request, ip)
                 log.info("ignored client connection using protocol %s", offered)
@@ -105,16 +111,18 @@ class ClientListener:
 
     async def _serve_client(self, request: web.Request, ip: str) -> web.StreamResponse:
         await self._handshakes.acquire()
+        self.handshakes_in_progress += 1
         released = False
 
         def release(_: object = None) -> None:
             nonlocal released
             if not released:
                 released = True
+                self.handshakes_in_progress -= 1
                 self._handshakes.release()
 
         ws = web.WebSocketResponse(
-            protocols=(SUBPROTOCOL,), max_msg_size=0, compress=False, autoping=True
+            protocols=(SUBPROTOCOL,), max_msg_size=0, compress=False, autoping=False
         )
         try:
             await ws.prepare(request)
@@ -136,7 +144,7 @@ class ClientListener:
         self._connections.add(conn)
         try:
             conn.connection_made(transport)
-            await pump(ws, conn)
+            await pump(ws, conn, transport)
         finally:
             self._connections.discard(conn)
             if not handshake_done.done():
@@ -144,8 +152,8 @@ class ClientListener:
             transport.abort()
         return ws
 
-    @staticmethod
-    def _handshake_expired(conn: RportServerConnection, ip: str) -> None:
+    def _handshake_expired(self, conn: RportServerConnection, ip: str) -> None:
+        self.metrics.client_refused.labels("handshake_timeout").inc()
         log.info("closing client connection from %s: SSH handshake took too long", ip)
         conn.abort()
 

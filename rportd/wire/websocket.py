@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -22,6 +23,7 @@ from aiohttp import WSMsgType, web
 log = logging.getLogger(__name__)
 
 _OP_BINARY = 0x82  # FIN + binary opcode
+_OP_PING = 0x89  # FIN + ping opcode
 
 
 def binary_frame_header(length: int) -> bytes:
@@ -51,10 +53,14 @@ class WebSocketTransport(asyncio.Transport):
         self._loop = asyncio.get_running_loop()
         self._pending: list[tuple[bytes, ...]] = []  # the parts of each frame
         self._pending_size = 0
+        self.ping_answered_at = 0.0
+        """Monotonic send time of the newest WebSocket ping the peer answered."""
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name in self._info:
             return self._info[name]
+        if name == "websocket":
+            return self
         if name == "socket":
             return None  # keep asyncssh away from the real socket options
         return self._tcp.get_extra_info(name, default)
@@ -119,6 +125,21 @@ class WebSocketTransport(asyncio.Transport):
     def is_reading(self) -> bool:
         return self._tcp.is_reading()
 
+    def send_ping(self) -> None:
+        """Send a WebSocket ping carrying its send time; :func:`pump` reads the pong."""
+        if self._closing or self._ws.closed:
+            return
+        self._flush()
+        payload = struct.pack("!Q", time.monotonic_ns())
+        self._tcp.write(bytes((_OP_PING, len(payload))) + payload)
+
+    def pong_received(self, payload: bytes) -> None:
+        """A pong to one of our pings: note when that ping was sent."""
+        if len(payload) == 8:
+            sent = struct.unpack("!Q", payload)[0] / 1e9
+            if sent <= time.monotonic():
+                self.ping_answered_at = max(self.ping_answered_at, sent)
+
     def close(self) -> None:
         """Send what is pending, then close."""
         self._flush()
@@ -131,8 +152,16 @@ class WebSocketTransport(asyncio.Transport):
         self._tcp.abort()
 
 
-async def pump(ws: web.WebSocketResponse, protocol: asyncio.Protocol) -> None:
-    """Feed every received message to ``protocol`` until the WebSocket ends."""
+async def pump(
+    ws: web.WebSocketResponse,
+    protocol: asyncio.Protocol,
+    transport: WebSocketTransport | None = None,
+) -> None:
+    """Feed every received message to ``protocol`` until the WebSocket ends.
+
+    With ``transport``, the WebSocket runs without autoping: pings are answered
+    here and pongs reach :meth:`WebSocketTransport.pong_received`.
+    """
     exc: Exception | None = None
     try:
         while True:
@@ -141,6 +170,11 @@ async def pump(ws: web.WebSocketResponse, protocol: asyncio.Protocol) -> None:
                 protocol.data_received(msg.data)
             elif msg.type is WSMsgType.TEXT:
                 protocol.data_received(msg.data.encode())
+            elif msg.type is WSMsgType.PONG:
+                if transport is not None:
+                    transport.pong_received(msg.data)
+            elif msg.type is WSMsgType.PING:
+                await ws.pong(msg.data)
             elif msg.type is WSMsgType.ERROR:
                 exc = (
                     msg.data if isinstance(msg.data, Exception) else ConnectionError(str(msg.data))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 
 from rportd.app import RportServer
 from tests.conftest import Api, ServerFactory, api_base, client_url
+from tests.dbservers import TestDatabase
 from tests.simulator import RportClientSim, SimulatorConfig
 
 ADMIN_PW = "admin-password-123"
@@ -41,57 +41,37 @@ def default_users_file(path: Path) -> Path:
     )
 
 
-def make_users_db(
-    path: Path,
+async def make_users_db(
+    db: TestDatabase,
     users: list[tuple[str, str, list[str]]],
     details: dict[str, dict[str, bool]] | None = None,
     *,
-    two_fa: bool = False,
-    totp: bool = False,
     clients_auth: dict[str, str] | None = None,
-) -> Path:
-    """An operator-made SQLite DB with upstream's documented users/groups tables."""
-    con = sqlite3.connect(path)
-    extra = ""
-    if two_fa:
-        extra += ", two_fa_send_to TEXT(150)"
-    if totp:
-        extra += ", totp_secret TEXT"
-    con.execute(
-        "CREATE TABLE users (username TEXT(150) NOT NULL, password TEXT(255) NOT NULL, "
-        f"password_expired BOOLEAN NOT NULL DEFAULT 0{extra}, token TEXT)"
-    )
-    con.execute("CREATE UNIQUE INDEX main_users_username ON users (username)")
-    con.execute('CREATE TABLE groups (username TEXT(150) NOT NULL, "group" TEXT(150) NOT NULL)')
-    con.execute('CREATE UNIQUE INDEX main_groups_username_group ON groups (username, "group")')
-    con.execute(
-        "CREATE TABLE group_details (name TEXT(150) NOT NULL, permissions TEXT DEFAULT '{}')"
-    )
-    con.execute("CREATE UNIQUE INDEX main_group_details_name ON group_details (name)")
-    con.execute(
-        "CREATE TABLE clients_auth (id VARCHAR(100) PRIMARY KEY, password VARCHAR(100) NOT NULL)"
-    )
+) -> TestDatabase:
+    """``db`` with the tables deploy/external-db/ documents, and these rows."""
+    await db.create_tables()
     for name, password, groups in users:
-        con.execute(
+        await db.run(
             "INSERT INTO users (username, password) VALUES (?, ?)", (name, y_hash(password))
         )
         for group in groups:
-            con.execute('INSERT INTO groups (username, "group") VALUES (?, ?)', (name, group))
+            await db.run(
+                f"INSERT INTO {db.q('groups')} (username, {db.q('group')}) VALUES (?, ?)",
+                (name, group),
+            )
     for name, perms in (details or {}).items():
-        con.execute(
+        await db.run(
             "INSERT INTO group_details (name, permissions) VALUES (?, ?)", (name, json.dumps(perms))
         )
     for auth_id, password in (clients_auth or {}).items():
-        con.execute("INSERT INTO clients_auth (id, password) VALUES (?, ?)", (auth_id, password))
-    con.commit()
-    con.close()
-    return path
+        await db.run("INSERT INTO clients_auth (id, password) VALUES (?, ?)", (auth_id, password))
+    return db
 
 
-def db_sections(db: Path, **api: Any) -> dict[str, dict[str, Any]]:
+def db_sections(db: TestDatabase, **api: Any) -> dict[str, dict[str, Any]]:
     """Server config sections for API users in ``db``."""
     return {
-        "database": {"db_type": "sqlite", "db_name": str(db)},
+        "database": db.section,
         "api": {
             "auth": None,
             "auth_user_table": "users",

@@ -22,6 +22,7 @@ from tests.access.conftest import (
     start_sim,
 )
 from tests.conftest import Api, ServerFactory
+from tests.dbservers import sqlite_database
 from tests.simulator import RportClientSim
 
 AUTH = "client1:secret-1"
@@ -204,8 +205,8 @@ async def test_client_acl_with_db_users(
     http: aiohttp.ClientSession,
     sims: list[RportClientSim],
 ) -> None:
-    db = make_users_db(
-        tmp_path / "auth.db",
+    db = await make_users_db(
+        sqlite_database(tmp_path),
         [("admin", ADMIN_PW, ["Administrators"]), ("bob", BOB_PW, ["Users"])],
         {"Users": {"tunnels": True}},
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from pathlib import Path
 
 import aiohttp
@@ -19,6 +18,7 @@ from tests.access.conftest import (
     start_sim,
 )
 from tests.conftest import Api, ServerFactory
+from tests.dbservers import TestDatabase
 from tests.simulator import RportClientSim
 
 
@@ -154,16 +154,16 @@ async def test_auth_write_false_and_single_auth_are_read_only(
 
 
 async def test_table_credentials(
-    tmp_path: Path, make_server: ServerFactory, http: aiohttp.ClientSession
+    external_db: TestDatabase, make_server: ServerFactory, http: aiohttp.ClientSession
 ) -> None:
-    db = make_users_db(
-        tmp_path / "auth.db",
+    db = await make_users_db(
+        external_db,
         [("admin", ADMIN_PW, ["Administrators"])],
         clients_auth={"client1": "secret-1"},
     )
     server = await make_server(
         server={"auth": None, "auth_table": "clients_auth"},
-        database={"db_type": "sqlite", "db_name": str(db)},
+        database=db.section,
     )
     api = api_for(server, http, "admin", ADMIN_PW)
     status, _ = await api.post("/clients-auth", json={"id": "client2", "password": "pw-2"})
@@ -173,9 +173,7 @@ async def test_table_credentials(
     status, body = await api.get("/clients-auth")
     assert [c["id"] for c in body["data"]] == ["client1", "client2"]
     assert await api.delete("/clients-auth/client1") == (204, None)
-    con = sqlite3.connect(db)
-    assert con.execute("SELECT id, password FROM clients_auth").fetchall() == [("client2", "pw-2")]
-    con.close()
+    assert await db.run("SELECT id, password FROM clients_auth") == [("client2", "pw-2")]
 
 
 async def test_new_credential_is_accepted_at_once(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from tests.access.conftest import (
     make_users_db,
 )
 from tests.conftest import ADMIN, Api, ServerFactory
+from tests.dbservers import TestDatabase
 
 NEW_PW = "a-brand-new-password-42"
 STATIC = (
@@ -262,10 +262,10 @@ async def test_static_source_refusals(api: Api) -> None:
 
 
 async def test_db_users_groups_and_permissions(
-    tmp_path: Path, make_server: ServerFactory, http: aiohttp.ClientSession
+    external_db: TestDatabase, make_server: ServerFactory, http: aiohttp.ClientSession
 ) -> None:
-    db = make_users_db(
-        tmp_path / "auth.db",
+    db = await make_users_db(
+        external_db,
         [
             ("admin", ADMIN_PW, ["Administrators"]),
             ("bob", BOB_PW, ["Operators"]),
@@ -320,14 +320,11 @@ async def test_db_users_groups_and_permissions(
     assert body["data"][3]["groups"] == ["Operators", "Viewers"]
 
     assert await admin.delete("/user-groups/Viewers") == (204, None)
-    con = sqlite3.connect(db)
-    assert con.execute("SELECT name FROM group_details ORDER BY name").fetchall() == [
-        ("Operators",)
-    ]
-    assert (
-        con.execute('SELECT username FROM groups WHERE "group" = ?', ("Viewers",)).fetchall() == []
-    )
-    hashed = con.execute("SELECT password FROM users WHERE username = 'dave'").fetchone()[0]
-    con.close()
+    assert await db.run("SELECT name FROM group_details ORDER BY name") == [("Operators",)]
+    in_viewers = f"SELECT username FROM {db.q('groups')} WHERE {db.q('group')} = ?"
+    assert await db.run(in_viewers, ("Viewers",)) == []
+    [(hashed,)] = await db.run("SELECT password FROM users WHERE username = 'dave'")
     assert check(hashed, "dave-password-1234")
+    [(expired,)] = await db.run("SELECT password_expired FROM users WHERE username = 'dave'")
+    assert not expired
     assert (await carol.get("/auditlog"))[0] == 403

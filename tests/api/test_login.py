@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import bcrypt
 
 from rportd.app import RportServer
 from tests.conftest import ADMIN, Api, ServerFactory, api_base
+from tests.dbservers import TestDatabase
 
 
 def y_hash(password: str) -> str:
@@ -205,30 +205,22 @@ async def test_auth_file_with_non_bcrypt_password_stops_the_server(
 
 
 async def test_users_from_db_tables(
-    tmp_path: Path, make_server: ServerFactory, http: aiohttp.ClientSession
+    external_db: TestDatabase, make_server: ServerFactory, http: aiohttp.ClientSession
 ) -> None:
-    db_path = tmp_path / "users.db"
-    db = sqlite3.connect(db_path)
-    db.executescript(
-        """
-        CREATE TABLE users (username TEXT(150) NOT NULL UNIQUE, password TEXT(255) NOT NULL,
-                            password_expired BOOLEAN NOT NULL DEFAULT 0, token TEXT NULL);
-        CREATE TABLE groups (username TEXT(150) NOT NULL, "group" TEXT(150) NOT NULL,
-                             UNIQUE (username, "group"));
-        CREATE TABLE group_details (name TEXT(150) NOT NULL UNIQUE, permissions TEXT DEFAULT '{}');
-        """
+    db = external_db
+    await db.create_tables()
+    users, groups = db.q("users"), db.q("groups")
+    await db.run(
+        f"INSERT INTO {users} (username, password) VALUES (?, ?)",
+        ("root", y_hash("root-password-1")),
     )
-    db.execute(
-        "INSERT INTO users (username, password) VALUES (?, ?)", ("root", y_hash("root-password-1"))
+    await db.run(
+        f"INSERT INTO {users} (username, password) VALUES (?, ?)", ("ops", "plain-text-pass")
     )
-    db.execute("INSERT INTO users (username, password) VALUES (?, ?)", ("ops", "plain-text-pass"))
-    db.execute("INSERT INTO groups VALUES ('root', 'Administrators')")
-    db.execute("INSERT INTO groups VALUES ('ops', 'operators')")
-    db.execute("INSERT INTO groups VALUES ('ops', 'viewers')")
-    db.execute("""INSERT INTO group_details VALUES ('operators', '{"commands": true}')""")
-    db.execute("""INSERT INTO group_details VALUES ('viewers', '{"monitoring": true}')""")
-    db.commit()
-    db.close()
+    for member in (("root", "Administrators"), ("ops", "operators"), ("ops", "viewers")):
+        await db.run(f"INSERT INTO {groups} VALUES (?, ?)", member)
+    await db.run("""INSERT INTO group_details VALUES ('operators', '{"commands": true}')""")
+    await db.run("""INSERT INTO group_details VALUES ('viewers', '{"monitoring": true}')""")
     server = await make_server(
         api={
             "auth": None,
@@ -236,7 +228,7 @@ async def test_users_from_db_tables(
             "auth_group_table": "groups",
             "auth_group_details_table": "group_details",
         },
-        database={"db_type": "sqlite", "db_name": str(db_path)},
+        database=db.section,
     )
     api = Api(http, api_base(server), None)
     status, body = await api.as_user("ops", "plain-text-pass").get("/me")

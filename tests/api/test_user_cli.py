@@ -9,6 +9,8 @@ from pathlib import Path
 
 import bcrypt
 
+from tests.dbservers import TestDatabase
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -31,9 +33,8 @@ async def run_user(config: Path, *args: str, stdin: str = "") -> tuple[int, str,
     return proc.returncode, out.decode(), err.decode()
 
 
-def write_config(tmp_path: Path) -> tuple[Path, Path]:
-    users = tmp_path / "api-users.json"
-    users.write_text("[]")
+def write_conf(tmp_path: Path, users: str, more: str = "") -> Path:
+    """rportd.conf with the API users from ``users`` (lines of ``[api]``) and ``more``."""
     config = tmp_path / "rportd.conf"
     config.write_text(
         f"""[server]
@@ -41,10 +42,16 @@ def write_config(tmp_path: Path) -> tuple[Path, Path]:
   data_dir = "{tmp_path}/data"
 [api]
   address = "127.0.0.1:0"
-  auth_file = "{users}"
-"""
+{users}
+{more}"""
     )
-    return config, users
+    return config
+
+
+def write_config(tmp_path: Path) -> tuple[Path, Path]:
+    users = tmp_path / "api-users.json"
+    users.write_text("[]")
+    return write_conf(tmp_path, f'  auth_file = "{users}"'), users
 
 
 async def test_add_change_delete(tmp_path: Path) -> None:
@@ -81,3 +88,18 @@ async def test_refusals_say_why(tmp_path: Path) -> None:
     code, _, err = await run_user(config, "delete", "-u", "nobody")
     assert code == 1 and "cannot find user by username 'nobody'" in err
     assert json.loads(users.read_text()) == []
+
+
+async def test_add_to_database_tables(server_db: TestDatabase, tmp_path: Path) -> None:
+    """``rportd user add`` writes to the tables of a MariaDB or PostgreSQL ``[database]``."""
+    db = server_db
+    await db.create_tables()
+    database = "\n".join(f"  {k} = {json.dumps(v)}" for k, v in db.section.items())
+    tables = '  auth_user_table = "users"\n  auth_group_table = "groups"'
+    config = write_conf(tmp_path, tables, f"[database]\n{database}\n")
+    pw = "a-long-password-1"
+    code, out, err = await run_user(config, "add", "-u", "bob", "-g", "ops", stdin=f"{pw}\n{pw}\n")
+    assert code == 0 and "User added successfully." in out, err
+    [(hashed,)] = await db.run("SELECT password FROM users WHERE username = 'bob'")
+    assert bcrypt.checkpw(pw.encode(), ("$2b$" + hashed[4:]).encode())
+    assert await db.run(f"SELECT {db.q('group')} FROM {db.q('groups')}") == [("ops",)]

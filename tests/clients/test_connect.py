@@ -14,6 +14,7 @@ import pytest
 
 from rportd.app import RportServer
 from tests.conftest import CLIENT_AUTH, Api, ServerFactory, client_url
+from tests.dbservers import TestDatabase
 from tests.simulator import RportClientSim, SimulatorConfig, http_request, open_raw
 
 AUTH = ":".join(CLIENT_AUTH)
@@ -100,40 +101,32 @@ async def test_connects_with_auth_file(
 
 
 async def test_connects_with_auth_table(
-    tmp_path: Path, make_server: ServerFactory, sims: Sims
+    external_db: TestDatabase, make_server: ServerFactory, sims: Sims
 ) -> None:
-    db_path = tmp_path / "shared.db"
-    db = sqlite3.connect(db_path)
-    db.execute(
-        "CREATE TABLE clients_auth (id VARCHAR(100) PRIMARY KEY, password VARCHAR(100) NOT NULL)"
-    )
-    db.execute("INSERT INTO clients_auth VALUES ('dbclient', 'db-pass-1')")
-    db.commit()
-    db.close()
+    db = external_db
+    await db.create_tables()
+    await db.run("INSERT INTO clients_auth VALUES ('dbclient', 'db-pass-1')")
     server = await make_server(
-        server={"auth": None, "auth_table": "clients_auth"},
-        database={"db_type": "sqlite", "db_name": str(db_path)},
+        server={"auth": None, "auth_table": "clients_auth"}, database=db.section
     )
     sim = await start(sims, sim_config(server, auth="dbclient:db-pass-1"))
     await sim.wait_registered(10)
     assert server.clients.registry.get_connected("c1") is not None
+    result = await connect_once(server, auth="dbclient:wrong")
+    assert (result.ok, result.stage) == (False, "auth")
 
 
 async def test_auth_table_without_needed_columns_stops_the_server(
-    tmp_path: Path, make_server: ServerFactory
+    external_db: TestDatabase, make_server: ServerFactory
 ) -> None:
-    db_path = tmp_path / "shared.db"
-    db = sqlite3.connect(db_path)
-    db.execute("CREATE TABLE clients_auth (name TEXT, secret TEXT)")
-    db.commit()
-    db.close()
+    await external_db.run("CREATE TABLE clients_auth (name VARCHAR(10), secret VARCHAR(10))")
     from rportd.app import StartupError
 
-    with pytest.raises(StartupError, match="must have columns id and password"):
+    with pytest.raises(StartupError, match="must have columns id and password") as err:
         await make_server(
-            server={"auth": None, "auth_table": "clients_auth"},
-            database={"db_type": "sqlite", "db_name": str(db_path)},
+            server={"auth": None, "auth_table": "clients_auth"}, database=external_db.section
         )
+    assert "id" in str(err.value).split("password: ", 1)[1]  # the database's own words
 
 
 # --- refusals ------------------------------------------------------------------------

@@ -94,11 +94,36 @@ def test_auth_file_alone_is_fine() -> None:
 
 
 def test_db_type_values() -> None:
-    assert _error(database={"db_type": "postgres"}) == (
-        "invalid 'db_type', expected 'mysql' or 'sqlite', got \"postgres\""
+    assert _error(database={"db_type": "oracle"}) == (
+        "invalid 'db_type', expected 'mysql', 'postgres' or 'sqlite', got \"oracle\""
     )
-    for db_type in ("mysql", "sqlite", ""):
+    for db_type in ("mysql", "postgres", "sqlite", ""):
         assert _load(database={"db_type": db_type}).database.db_type == db_type
+
+
+@pytest.mark.parametrize(
+    ("db_type", "db_host", "where"),
+    [
+        ("mysql", "", "127.0.0.1:3306"),
+        ("mysql", "db.example.com:3307", "db.example.com:3307"),
+        ("mysql", "db.example.com", "db.example.com:3306"),
+        ("mysql", "[::1]:3308", "[::1]:3308"),
+        ("mysql", "socket:/var/run/mysqld/mysqld.sock", "socket /var/run/mysqld/mysqld.sock"),
+        ("postgres", "pg.example.com", "pg.example.com:5432"),
+        ("postgres", "socket:/var/run/postgresql", "socket /var/run/postgresql"),
+    ],
+)
+def test_db_host_forms(db_type: str, db_host: str, where: str) -> None:
+    database = _load(database={"db_type": db_type, "db_host": db_host}).database
+    assert str(database.endpoint()) == where
+
+
+@pytest.mark.parametrize(
+    "db_host", ["db:port", "socket:relative.sock", "[::1:3306", "db:0", ":3306"]
+)
+def test_malformed_db_host_stops_the_server(db_host: str) -> None:
+    message = _error(database={"db_type": "mysql", "db_host": db_host})
+    assert message.startswith(f"invalid 'db_host' '{db_host}': ")
 
 
 # --- [api] ------------------------------------------------------------------------------------

@@ -114,6 +114,7 @@ class Node:
                 "peers": self.peers,
                 "takeover_after": "2s",
                 "drain_grace": "10s",
+                "knock_hold": "8s",
             },
         }
         if self.primary:

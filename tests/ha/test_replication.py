@@ -35,6 +35,7 @@ class Pair:
         self.primary_url = f"http://127.0.0.1:{self.p_api}"
         self.secondary_url = f"http://127.0.0.1:{self.s_api}"
         self.running: list[RportServer] = []
+        self.sections: dict[str, dict[str, Any]] = {}  # config of both nodes, over the defaults
 
     def config(self, name: str, role: str, **ha: Any) -> Any:
         node = self.root / name
@@ -66,12 +67,14 @@ class Pair:
         if role == "secondary":
             ha_section["primary"] = self.primary_url
         ha_section.update(ha)
-        return server_config(
-            node,
-            server={"auth": None, "auth_file": str(creds)},
-            api={"auth": None, "auth_file": str(users), "address": f"127.0.0.1:{port}"},
-            ha=ha_section,
-        )
+        sections: dict[str, dict[str, Any]] = {
+            "server": {"auth": None, "auth_file": str(creds)},
+            "api": {"auth": None, "auth_file": str(users), "address": f"127.0.0.1:{port}"},
+            "ha": ha_section,
+        }
+        for section, values in self.sections.items():
+            sections[section] = {**sections.get(section, {}), **values}
+        return server_config(node, **sections)
 
     async def start(self, name: str, role: str, **ha: Any) -> RportServer:
         server = RportServer(self.config(name, role, **ha))

@@ -16,6 +16,7 @@ from rportd.clients.model import Client
 from rportd.gotypes import format_db_time, format_time
 from tests.access.conftest import make_users_db
 from tests.conftest import Api, ServerFactory, api_base
+from tests.dbservers import sqlite_database
 from tests.jobs.conftest import SimFactory
 
 DISABLED = "monitoring disabled. re-enable to view monitoring statistics."
@@ -374,13 +375,13 @@ async def test_disabled_monitoring_answers_404(
 async def test_monitoring_permission(
     make_server: ServerFactory, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    db = make_users_db(
-        tmp_path / "users.db",
+    db = await make_users_db(
+        sqlite_database(tmp_path),
         [("ops", "pw", ["ops"]), ("mon", "pw", ["mon"])],
         {"ops": {"commands": True}, "mon": {"monitoring": True}},
     )
     server = await make_server(
-        database={"db_type": "sqlite", "db_name": str(db)},
+        database=db.section,
         api={
             "auth": None,
             "auth_user_table": "users",

@@ -16,6 +16,7 @@ from rportd.app import RportServer
 from rportd.clients.model import Client
 from tests.access.conftest import db_sections, make_users_db
 from tests.conftest import ADMIN, Api, ServerFactory, api_base
+from tests.dbservers import sqlite_database
 from tests.jobs.test_upstream_jobs_db import UPSTREAM_SCHEMA, job_details
 
 KEYS = [
@@ -263,8 +264,8 @@ async def test_permission_and_client_access(
     tmp_path: Path, make_server: ServerFactory, http: aiohttp.ClientSession
 ) -> None:
     users = [("ops", "pw", ["operators"]), ("planner", "pw", ["planners"])]
-    db = make_users_db(
-        tmp_path / "users.db",
+    db = await make_users_db(
+        sqlite_database(tmp_path),
         users,
         {"operators": {"commands": True}, "planners": {"scheduler": True}},
     )

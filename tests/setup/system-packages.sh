@@ -1,12 +1,13 @@
 #!/bin/sh
 # Installs the real servers and tools the tests start: etcd (HA coordinator),
 # MariaDB and PostgreSQL (external databases), Chromium and its driver (pages in
-# a real browser) and promtool (from prometheus, checks /metrics).
+# a real browser), promtool (from prometheus, checks /metrics and alert rules) and
+# systemd-analyze (checks the systemd unit).
 # Debian packages only; services are installed but not started (the tests start
 # their own instances). Needs root; does nothing when all are there already.
 set -eu
 
-PACKAGES="etcd-server etcd-client mariadb-server postgresql chromium chromium-driver prometheus"
+PACKAGES="etcd-server etcd-client mariadb-server postgresql chromium chromium-driver prometheus systemd"
 
 missing=""
 for pkg in $PACKAGES; do

@@ -411,6 +411,8 @@ class RportClientSim:
         self.server_fingerprint = ""
         self.tags = list(config.tags)
         self.labels = dict(config.labels)
+        if config.attributes_file and config.attributes_file_path:
+            self._read_attributes_file(config.attributes_file_path)
         self.counters = _Counters()
         self.stats = self.counters
         self._registered = asyncio.Event()
@@ -1075,17 +1077,35 @@ class RportClientSim:
             self.sent_requests.append(("updates_status", data))
             self._event("updates_status sent")
 
-    async def _req_update_client_metadata(self, c: SimConnection, payload: bytes) -> bytes:
+    @property
+    def attributes_file_path(self) -> str | None:
+        """Where ``update_client_metadata`` writes (None: not configured)."""
         if not self.config.attributes_file:
+            return None
+        return self.config.attributes_file_path or os.path.join(self.data_dir, "attributes.json")
+
+    def _read_attributes_file(self, path: str) -> None:
+        """Tags and labels from the attributes file replace the configured ones (§5.8)."""
+        try:
+            with open(path, "rb") as f:
+                attrs = go_unmarshal(f.read(), ATTRIBUTES_SCHEMA)
+        except (OSError, GoDecodeError) as exc:
+            self._event(f"ignoring attributes_file: {exc}")
+            return
+        self.tags = list(attrs["tags"] or [])
+        self.labels = dict(attrs["labels"] or {})
+
+    async def _req_update_client_metadata(self, c: SimConnection, payload: bytes) -> bytes:
+        path = self.attributes_file_path
+        if path is None:
             raise RequestFailed("attributes file path not set")
         try:
             attrs = go_unmarshal(payload, ATTRIBUTES_SCHEMA)
         except GoDecodeError as exc:
             raise RequestFailed(f"payload unreadable: {exc}") from None
         data = go_dumps({"tags": attrs["tags"], "labels": go_map(attrs["labels"])})
-        path = os.path.join(self.data_dir, "attributes.json")
         try:
-            _write_file(path, data)
+            _write_file(path, data, 0o600)
         except OSError as exc:
             raise RequestFailed(f"can't write attributes to file: {exc}") from None
         self.tags = list(attrs["tags"] or [])
@@ -1284,8 +1304,8 @@ def _glob_to_regex(pat: str) -> re.Pattern[str]:
     return re.compile("".join(out))
 
 
-def _write_file(path: str, data: bytes) -> None:
-    with open(path, "wb") as f:
+def _write_file(path: str, data: bytes, mode: int = 0o666) -> None:
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as f:
         f.write(data)
 
 

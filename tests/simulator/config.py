@@ -69,6 +69,8 @@ class SimulatorConfig:
     file_reception_enabled: bool = True
     file_reception_protected: list[str] = field(default_factory=lambda: list(DEFAULT_PROTECTED))
     attributes_file: bool = True  # False: update_client_metadata "attributes file path not set"
+    # client.attributes_file_path; "" = <data_dir>/attributes.json. Read at start (§5.8).
+    attributes_file_path: str = ""
     data_dir: str | None = None  # temp dir if None
     double_ping_reply: bool = False  # clients 0.8.2-0.9.6
     session_id: str | None = None

@@ -12,6 +12,7 @@ import pytest
 from rportd.app import RportServer
 from tests.access.conftest import db_sections, make_users_db
 from tests.conftest import Api, ServerFactory, api_base
+from tests.dbservers import sqlite_database
 from tests.tunnels.conftest import ConnectClient
 
 
@@ -162,8 +163,8 @@ async def test_tunnels_permission_and_client_access(
     echo_port: int,
 ) -> None:
     users = [("ops", "pw", ["operators"]), ("tun", "pw", ["tunnelers"])]
-    db = make_users_db(
-        tmp_path / "users.db",
+    db = await make_users_db(
+        sqlite_database(tmp_path),
         users,
         {"operators": {"commands": True}, "tunnelers": {"tunnels": True}},
     )

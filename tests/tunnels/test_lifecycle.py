@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 
 import aiohttp
 
 from rportd.app import RportServer
+from rportd.clients.syncback import ClientSyncSource
 from tests.conftest import ADMIN, Api, ServerFactory, api_base
 from tests.simulator import RportClientSim
 from tests.tunnels.conftest import (
@@ -167,6 +169,7 @@ async def test_reconnect_recreates_api_tunnels(
     again_fixed, again_random = tunnels["127.0.0.1"], tunnels["localhost"]
     assert again_fixed["lport"] == str(fixed_port) and again_fixed["lport_random"] is False
     assert again_random["lport_random"] is True and again_random["acl"] == "127.0.0.1"
+    assert again_random["lport"] == random["lport"]  # still free: the same port again
     assert {again_fixed["id"], again_random["id"]} == {"3", "4"}
     assert again_fixed["owner"] == fixed["owner"] == "admin"
     assert random["id"] == "2"
@@ -250,3 +253,32 @@ async def test_server_stop_releases_every_listener(
         what="listeners closed at shutdown",
     )
     assert not server.tunnels.running and len(server.tunnels.scheduler) == 0
+
+
+async def test_a_newer_record_from_the_ha_peer_replaces_reestablished_tunnels(
+    server: RportServer, api: Api, connect_client: ConnectClient, echo_port: int
+) -> None:
+    """Sync back arriving after the client switched back: the peer's tunnels win."""
+    sim = await connect_client(server)
+    stale = await create(api, remote=str(echo_port))
+    await sim.stop()
+    await eventually(lambda: port_bindable(int(str(stale["lport"]))), what="listener stopped")
+    await connect_client(server)
+    (restored,) = await tunnel_ids(api)
+    # What the secondary recorded while it served the client: the stale tunnel was
+    # deleted there and another one made.
+    client = server.clients.registry.get("c1")
+    assert client is not None
+    record = client.row()
+    details = client.details()
+    made_there = {**dict(client.tunnels[0].to_json()), "id": "7", "acl": "127.0.0.1"}
+    details["tunnels"] = [made_there]
+    record.update(details=json.dumps(details), disconnected_at=None)
+
+    assert await ClientSyncSource(server.clients.registry).store([record]) == 1
+    (tunnel,) = (await api.get("/clients/c1"))[1]["data"]["tunnels"]
+    assert tunnel["id"] != restored and tunnel["acl"] == "127.0.0.1"
+    assert await echo_through(int(tunnel["lport"]), b"followed") == b"followed"
+    # Once per connection: a later (older) copy changes nothing.
+    assert await ClientSyncSource(server.clients.registry).store([record]) == 0
+    assert [t["id"] for t in (await api.get("/clients/c1"))[1]["data"]["tunnels"]] == [tunnel["id"]]

@@ -13,6 +13,7 @@ import aiohttp
 from rportd.app import RportServer
 from tests.access.conftest import make_users_db
 from tests.conftest import Api, ServerFactory, api_base
+from tests.dbservers import sqlite_database
 from tests.uploads.conftest import SimFactory, push
 
 
@@ -157,13 +158,13 @@ async def test_an_upload_id_in_use_is_refused(
 async def test_permission_and_client_access(
     make_server: ServerFactory, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    db = make_users_db(
-        tmp_path / "users.db",
+    db = await make_users_db(
+        sqlite_database(tmp_path),
         [("admin", "pw", ["Administrators"]), ("ops", "pw", ["ops"]), ("up", "pw", ["up"])],
         {"ops": {"commands": True}, "up": {"uploads": True}},
     )
     server = await make_server(
-        database={"db_type": "sqlite", "db_name": str(db)},
+        database=db.section,
         api={
             "auth": None,
             "auth_user_table": "users",

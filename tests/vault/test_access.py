@@ -8,6 +8,7 @@ import aiohttp
 
 from tests.access.conftest import ADMIN_PW, api_for, db_sections, make_users_db
 from tests.conftest import ServerFactory
+from tests.dbservers import sqlite_database
 
 PASSWORD = "group-test-pass"
 NO_VAULT = 'user does not have "vault" permission'
@@ -18,8 +19,8 @@ WRONG_GROUP = "your group doesn't allow access to this value"
 async def test_required_group_and_permissions(
     make_server: ServerFactory, tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
-    db = make_users_db(
-        tmp_path / "auth.db",
+    db = await make_users_db(
+        sqlite_database(tmp_path),
         [
             ("admin", ADMIN_PW, ["Administrators"]),
             ("alice", "alice-password-123", ["ops"]),

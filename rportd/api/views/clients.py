@@ -101,12 +101,7 @@ async def list_clients(request: web.Request) -> web.Response:
 
 async def get_client(request: web.Request) -> web.Response:
     server = server_of(request)
-    client_id = request.match_info["client_id"]
-    client = server.clients.registry.get(client_id)
-    if client is None:
-        raise not_found(f'client with id "{client_id}" not found')
-    if not server.client_access.can_access(identity_of(request), client):
-        raise access_denied(client_id)
+    client = accessible_client(request, request.match_info["client_id"])
     options = parse_list_options(request.query, DETAIL_SPEC)
     groups = server.client_access.groups_of(client)
     return envelope(client.to_api(groups, options.fields_for("clients")))

@@ -83,6 +83,27 @@ async def step_down(request: web.Request) -> web.Response:
 
 
 @public
+async def heartbeat(request: web.Request) -> web.Response:
+    ha = controller(request)
+    caller = cluster_caller(request)
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, "a heartbeat is a JSON object") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "a heartbeat is a JSON object")
+    return envelope(ha.heartbeat_received(body, caller.node_id))
+
+
+@public
+async def take_over(request: web.Request) -> web.Response:
+    ha = controller(request)
+    cluster_caller(request)
+    await ha.take_over()
+    return no_content()
+
+
+@public
 async def replicate(request: web.Request) -> web.StreamResponse:
     ha = controller(request)
     caller = cluster_caller(request)
@@ -100,7 +121,14 @@ async def replicate(request: web.Request) -> web.StreamResponse:
     log.info("HA: node %s replicates from position %d", caller.node_id, position)
     try:
         await ws.send_str(json.dumps({"type": "hello", **ha.node_info()}))
-        await replication.stream(ws, ha.changelog, ha.datasets, position, epoch_at)
+        await replication.stream(
+            ws,
+            ha.changelog,
+            ha.datasets,
+            position,
+            epoch_at,
+            f"{caller.node_id} ({request.remote})",
+        )
     finally:
         ha.streams.discard(ws)
         await ws.close()
@@ -145,5 +173,7 @@ def setup(app: web.Application) -> None:
     r.add_post("/api/v1/ha/promote", promote)
     r.add_get("/api/v1/ha/node", node)
     r.add_post("/api/v1/ha/step-down", step_down)
+    r.add_post("/api/v1/ha/heartbeat", heartbeat)
+    r.add_post("/api/v1/ha/take-over", take_over)
     r.add_get("/api/v1/ha/replication", replicate)
     r.add_post("/api/v1/ha/syncback", syncback)

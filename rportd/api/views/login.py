@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import secrets
+
 from aiohttp import web
 
 from rportd.api.context import AUTH_KEY, identity_of, server_of
@@ -9,9 +12,13 @@ from rportd.api.errors import ApiError, bad_request, unauthorized
 from rportd.api.guards import public
 from rportd.api.responses import envelope, expect_type, no_content, read_json
 from rportd.api.security import PASSWORD_EXPIRED, TOO_MANY, basic_credentials, bearer_token
+from rportd.auth.accounts import UserChange
 from rportd.auth.jwt import ALL_SCOPES, InvalidToken
 from rportd.auth.sessions import DEFAULT_LIFETIME, MAX_LIFETIME
+from rportd.auth.users import User
 from rportd.httputil import client_ip
+
+log = logging.getLogger(__name__)
 
 
 def token_lifetime(request: web.Request) -> int:
@@ -28,10 +35,46 @@ def token_lifetime(request: web.Request) -> int:
     return value if value > 0 else DEFAULT_LIFETIME
 
 
+async def proxied_user(request: web.Request, username: str) -> User:
+    """The user a reverse proxy vouched for (``[api] auth_header``), created if allowed.
+
+    An unknown user is created (random password, group ``default_user_group``) only with
+    ``create_missing_users = true``; otherwise the login is refused.
+    """
+    server = server_of(request)
+    cfg = server.config.api
+    assert server.users is not None
+    user = await server.users.get(username)
+    if user is not None:
+        return user
+    if not cfg.create_missing_users:
+        request.app[AUTH_KEY].ip_ban.failed(client_ip(request))
+        raise unauthorized()
+    change = UserChange(
+        username=username, password=secrets.token_urlsafe(32), groups=[cfg.default_user_group]
+    )
+    user = await server.accounts.create_user(change)
+    log.info(
+        "created API user %r (group %r) on a login through %s",
+        username,
+        cfg.default_user_group,
+        cfg.auth_header,
+    )
+    return user
+
+
 async def login(
-    request: web.Request, username: str, password: str, new_password: str = ""
+    request: web.Request,
+    username: str,
+    password: str,
+    new_password: str = "",
+    *,
+    proxied: bool = False,
 ) -> web.Response:
-    """Check credentials and answer a bearer token (or start 2FA)."""
+    """Check credentials and answer a bearer token (or start 2FA).
+
+    ``proxied``: the username comes from a trusted reverse proxy; no password is checked.
+    """
     server = server_of(request)
     auth = request.app[AUTH_KEY]
     if auth.login_wait.is_waiting(username):
@@ -39,7 +82,10 @@ async def login(
     if not username:
         raise unauthorized("username is required")
     ip = client_ip(request)
-    user = await auth.check_password(username, password, ip)
+    if proxied:
+        user = await proxied_user(request, username)
+    else:
+        user = await auth.check_password(username, password, ip)
     lifetime = token_lifetime(request)
     if new_password:
         user = await server.accounts.change_password(user, new_password)
@@ -56,6 +102,9 @@ async def login(
 
 @public
 async def get_login(request: web.Request) -> web.Response:
+    cfg = server_of(request).config.api
+    if cfg.auth_header and request.headers.get(cfg.auth_header):
+        return await login(request, request.headers.get(cfg.user_header, ""), "", proxied=True)
     creds = basic_credentials(request)
     if creds is None:
         request.app[AUTH_KEY].ip_ban.failed(client_ip(request))
@@ -137,10 +186,9 @@ async def me(request: web.Request) -> web.Response:
             "groups": identity.groups or None,
             "two_fa_send_to": identity.user.two_fa_send_to,
             "effective_user_permissions": identity.permissions,
-            "effective_extended_permissions": {
-                "tunnels_restricted": None,
-                "commands_restricted": None,
-            },
+            "effective_extended_permissions": await server.users.extended_permissions(
+                identity.user
+            ),
             "group_permissions_enabled": server.users.group_permissions_enabled,
         }
     )

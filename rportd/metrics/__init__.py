@@ -1,0 +1,1 @@
+"""Prometheus metrics: event instruments, scrape-time readings, the ``/metrics`` answer."""
