@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: run test lint typecheck unit install system-packages clean
+.PHONY: run test lint typecheck unit install system-packages clean bench
 
 $(BIN)/rportd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ unit: install system-packages
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
+
+# Upstream's server beside rportd (never part of `make test`):
+#   make bench BENCH_ARGS="--server-binary /path/to/upstream/rportd --rport /path/to/rport"
+bench: install
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -83,6 +83,7 @@ class AuditLog:
         self.clock = clock
         self._db: Database | None = None
         self._lock = asyncio.Lock()
+        self._waiting: list[tuple[list[AuditEntry], asyncio.Future[list[bool]]]] = []
         self._task = BackgroundTask(self._run, "auditlog-rotation")
         self.listeners: list[Callable[[AuditEntry], None]] = []
 
@@ -137,14 +138,41 @@ class AuditLog:
         return (await self.insert_many([entry]))[0]
 
     async def insert_many(self, entries: list[AuditEntry]) -> list[bool]:
-        """:meth:`insert` for several entries, in one transaction."""
+        """:meth:`insert` for several entries, in one transaction.
+
+        Calls that arrive while another one writes are stored together in the
+        next transaction (one commit for the results of a whole multi-job).
+        """
         if not self.enabled or not entries:
             return [False] * len(entries)
+        stored: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((entries, stored))
         async with self._lock:
+            if not stored.done():
+                await self._write_waiting()
+        return stored.result()
+
+    async def _write_waiting(self) -> None:
+        """Store every waiting call's entries in one transaction (under ``_lock``)."""
+        batch, self._waiting = self._waiting, []
+        try:
             if self._db is None:
-                return [False] * len(entries)
-            async with self._db.transaction() as tx:
-                return [await tx.execute(_INSERT, entry.row()) > 0 for entry in entries]
+                results = [[False] * len(entries) for entries, _ in batch]
+            else:
+                async with self._db.transaction() as tx:
+                    results = [
+                        [await tx.execute(_INSERT, entry.row()) > 0 for entry in entries]
+                        for entries, _ in batch
+                    ]
+        except Exception as exc:
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        except BaseException:  # cancelled: the others' entries wait for the next writer
+            self._waiting[:0] = [(e, f) for e, f in batch if not f.done()]
+            raise
+        for (_, future), result in zip(batch, results, strict=True):
+            future.set_result(result)
 
     # --- reads -------------------------------------------------------------------
 

@@ -128,10 +128,10 @@ class JobRepository:
 
     async def upsert_rows(self, rows: list[dict[str, Any]]) -> int:
         """Upsert ``jobs`` rows by jid (idempotent; also how synced jobs are stored)."""
-        changed = 0
         async with self.db.transaction() as tx:
-            for row in rows:
-                changed += await tx.execute(_UPSERT, {k: row.get(k) for k in JOB_ROW_KEYS})
+            changed = await tx.execute_many(
+                _UPSERT, ({k: row.get(k) for k in JOB_ROW_KEYS} for row in rows)
+            )
         for row in rows:
             self._wrote(KIND_JOBS, str(row["jid"]))
         return changed

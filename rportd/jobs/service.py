@@ -35,6 +35,7 @@ from rportd.jobs.model import (
 from rportd.jobs.repository import JobRepository
 from rportd.jobs.requests import MultiJobRequest
 from rportd.jobs.streams import JobStream, OutputChannelSession
+from rportd.jobs.writer import RECENT_JOBS, JobWriter
 from rportd.metrics.instruments import Metrics
 from rportd.timers import Scheduler, Timer
 from rportd.wire.ssh import ConnectionClosed, RequestFailed
@@ -128,6 +129,7 @@ class JobService:
         metrics: Metrics | None = None,
     ) -> None:
         self.repo = repo
+        self.writer = JobWriter(repo, min(RECENT_JOBS, settings.max_results))
         self.metrics = metrics or Metrics()
         self.clients = clients
         self.settings = settings
@@ -158,6 +160,7 @@ class JobService:
             self._pending[job.jid] = pending
             self._set_deadline(pending, left + self.settings.result_grace)
         self._timers.start()
+        self.writer.start()
         self._loops.append(asyncio.create_task(self._cleanup_loop(), name="jobs-cleanup"))
 
     async def stop(self) -> None:
@@ -166,6 +169,7 @@ class JobService:
         await asyncio.gather(*self._loops, *self._tasks, return_exceptions=True)
         self._loops.clear()
         self._tasks.clear()
+        await self.writer.stop()
         await self._timers.stop()
         for pending in self._pending.values():
             if pending.waiter is not None and not pending.waiter.done():
@@ -210,11 +214,12 @@ class JobService:
         """Start a job on one connected client (REST); it is stored as ``running``.
 
         Raises :class:`RunFailed` when the client cannot be reached or refuses;
-        nothing is stored then (as upstream).
+        nothing is stored then (as upstream). The job is stored in the background:
+        :meth:`job` finds it meanwhile.
         """
         job = self._new_job(client, spec, created_by)
         running, _ = await self._send(client, job, wait=False)
-        await self.repo.create_if_absent(running)
+        self.writer.put(running)
         return running
 
     async def _send(
@@ -384,10 +389,7 @@ class JobService:
         return running, waiter
 
     async def _store_started(self, job: Job) -> None:
-        try:
-            await self.repo.create_if_absent(job)
-        except Exception:
-            log.exception("cannot store job %s", job.jid)
+        await self.writer.put(job)
 
     # --- results from clients -------------------------------------------------------------
 
@@ -443,10 +445,7 @@ class JobService:
                 self.metrics.job_seconds.observe(seconds)
 
     async def _finish(self, job: Job, pending: _Pending | None, reported: bool) -> None:
-        try:
-            await self.repo.upsert(job)
-        except Exception:
-            log.exception("cannot store the result of job %s", job.jid)
+        await self.writer.put(job)
         if pending is not None and pending.waiter is not None and not pending.waiter.done():
             pending.waiter.set_result(job)
         for listener in self.result_listeners if reported else ():
@@ -475,7 +474,7 @@ class JobService:
 
     async def _fail_oversized(self, client_id: str, jid: str, error: str) -> None:
         pending = self._pending.get(jid)
-        base = pending.job if pending is not None else await self.repo.get(jid)
+        base = pending.job if pending is not None else await self.job(jid)
         if base is None or base.client_id != client_id:
             log.warning("dropped an oversized result of unknown job %s (client %s)", jid, client_id)
             return
@@ -552,6 +551,7 @@ class JobService:
             await asyncio.sleep(self.settings.cleanup_interval)
             try:
                 removed = await self.repo.cleanup(self.settings.max_results)
+                self.writer.forget_recent()
             except Exception:
                 log.exception("jobs cleanup failed")
             else:
@@ -559,6 +559,19 @@ class JobService:
                     log.info("removed %d old jobs (jobs_max_results)", removed)
 
     # --- reads ------------------------------------------------------------------------
+
+    async def job(self, jid: str) -> Job | None:
+        """Job ``jid`` as stored, or as it will be stored once its batch is committed."""
+        known = self.writer.latest(jid)
+        if known is not None and known.multi_job_id is None:
+            return Job.from_row(known.row())  # as read back: times in UTC
+        await self.writer.flush()  # a multi-job's child: its schedule_id is in the join
+        return await self.repo.get(jid)
+
+    async def multi_job(self, jid: str) -> MultiJob | None:
+        """A multi-client job with its newest child jobs, queued writes included."""
+        await self.writer.flush()
+        return await self.repo.get_multi_job(jid)
 
     async def list_jobs(
         self,
@@ -569,6 +582,7 @@ class JobService:
     ) -> tuple[list[Job], int]:
         """A page of jobs within ``scope`` (one client or one multi-job) and the total."""
         options.filters = [*options.filters, scope]
+        await self.writer.flush()
         jobs = await self.repo.page(options, fields, result_fields)
         return jobs, await self.repo.count(options.filters)
 

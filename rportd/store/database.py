@@ -51,10 +51,13 @@ class Transaction:
         result = await self._conn.execute(text(sql), dict(params or {}))
         return int(result.rowcount)
 
-    async def execute_many(self, sql: str, rows: Iterable[Mapping[str, Any]]) -> None:
+    async def execute_many(self, sql: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Run ``sql`` once per row in one driver call; the rows it changed in total."""
         batch = [dict(r) for r in rows]
-        if batch:
-            await self._conn.execute(text(sql), batch)
+        if not batch:
+            return 0
+        result = await self._conn.execute(text(sql), batch)
+        return int(result.rowcount)
 
     async def fetch_all(self, sql: str, params: Params = None) -> list[Row]:
         result = await self._conn.execute(text(sql), dict(params or {}))

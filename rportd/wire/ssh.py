@@ -34,8 +34,10 @@ from asyncssh.constants import (
     MSG_REQUEST_SUCCESS,
     OPEN_UNKNOWN_CHANNEL_TYPE,
 )
+from asyncssh.encryption import GCMEncryption
 from asyncssh.packet import Boolean, Byte, SSHPacket, String, UInt32
 from asyncssh.session import SSHSession
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 log = logging.getLogger(__name__)
 
@@ -273,8 +275,17 @@ class RportServerConnection(SSHServerConnection):
         )
         pktlen = len(packet)
         seq = self._send_seq
-        sealed, mac = encryption.encrypt_packet(seq, UInt32(pktlen), packet)
-        transport.writelines((sealed, mac))
+        header = UInt32(pktlen)
+        if type(encryption) is GCMEncryption:
+            # What GCMCipher.encrypt_and_sign sends, without splitting the tag off the
+            # ciphertext and prepending the header (two copies of every packet).
+            cipher = encryption._cipher
+            sealed = AESGCM(cipher._key).encrypt(cipher._iv, packet, header)
+            cipher._update_iv()
+            transport.writelines((header, sealed))
+        else:
+            sealed, mac = encryption.encrypt_packet(seq, header, packet)
+            transport.writelines((sealed, mac))
         self._send_seq = (seq + 1) & 0xFFFFFFFF
         self._rekey_bytes_sent += pktlen
         if self._packet_logging():

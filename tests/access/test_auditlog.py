@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -323,3 +324,26 @@ async def test_rotation_at_start(
     assert archives == [f"auditlog.{datetime.now(UTC):%Y-%m-%d}.db"]
     api = api_for(server, http, "admin", "admin-password-123")
     assert await entries(api) == []
+
+
+async def test_concurrent_inserts_are_all_stored_once(tmp_path: Path) -> None:
+    """Calls that arrive while another one writes share its next commit; none is lost."""
+    log = AuditLog(tmp_path)
+    await log.open()
+    try:
+        moment = datetime(2024, 5, 15, 13, 30, tzinfo=UTC)
+        entries = [
+            AuditEntry("client.command", "execute.done", timestamp=moment, affected_id=str(i))
+            for i in range(200)
+        ]
+        results = await asyncio.gather(
+            *(log.insert_many([e]) for e in entries),
+            log.insert_many(entries[:3]),  # the same entries again, in the same burst
+        )
+        assert [r[0] for r in results[:200]] == [True] * 200
+        assert results[200] == [False] * 3
+        found, count = await log.query("", {}, "", "")
+        assert count == 200
+        assert sorted(int(e.affected_id) for e in found) == list(range(200))
+    finally:
+        await log.close()

@@ -146,7 +146,7 @@ async def get_client_job(request: web.Request) -> web.Response:
     client = accessible_client(request, request.match_info["client_id"])
     require_permission(request, "commands")
     jid = request.match_info["job_id"]
-    job = await server_of(request).jobs.repo.get(jid)
+    job = await server_of(request).jobs.job(jid)
     if job is None or job.client_id != client.id:
         raise not_found(f'Job[id="{jid}"] not found.')
     return envelope(job.to_json())
@@ -208,7 +208,7 @@ async def list_multi_jobs(request: web.Request) -> web.Response:
 async def get_multi_job(request: web.Request) -> web.Response:
     require_permission(request, "commands")
     jid = request.match_info["job_id"]
-    multi = await server_of(request).jobs.repo.get_multi_job(jid)
+    multi = await server_of(request).jobs.multi_job(jid)
     if multi is None:
         raise not_found(f'Multi-client Job[id="{jid}"] not found.')
     identity = identity_of(request)
