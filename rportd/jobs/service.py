@@ -214,12 +214,13 @@ class JobService:
         """Start a job on one connected client (REST); it is stored as ``running``.
 
         Raises :class:`RunFailed` when the client cannot be reached or refuses;
-        nothing is stored then (as upstream). The job is stored in the background:
-        :meth:`job` finds it meanwhile.
+        nothing is stored then (as upstream). The answer waits until the job is
+        committed (with whatever other jobs were queued meanwhile), so an
+        acknowledged job survives a crash.
         """
         job = self._new_job(client, spec, created_by)
         running, _ = await self._send(client, job, wait=False)
-        self.writer.put(running)
+        await self.writer.put(running)
         return running
 
     async def _send(
