@@ -145,7 +145,7 @@ class HAController:
             fleet=len(self.fleet),
             fresh=self.pings.fresh(self.fleet, now),
             waiting=self.lobby.waiting(self.fleet, now),
-            knocked=self.lobby.knocked(self.fleet, now),
+            knocked=self.lobby.knocked(now),
             takeover_after=self.config.takeover_after,
             holdoff=now - self.handed_over_at < rules.HANDOVER_HOLDOFF,
             settling=now - self.serving_since < rules.LINK_LEASE,

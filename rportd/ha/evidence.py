@@ -142,10 +142,16 @@ class Lobby:
             if fleet.counts(client_id) and now - k.first >= FRESH_WINDOW
         )
 
-    def knocked(self, fleet: Fleet, now: float) -> int:
-        """Fleet clients that knocked here recently."""
+    def knocked(self, now: float) -> int:
+        """Authenticated clients that knocked here recently, of the fleet or not.
+
+        Only a take-back with the link up asks this, which is coordinated with the
+        peer anyway: it shows that clients reach this node again. A client
+        switching back has already left the peer, so it is no longer in the fleet
+        the peer reports.
+        """
         self._expire(now)
-        return sum(1 for client_id in self.knocks if fleet.counts(client_id))
+        return len(self.knocks)
 
     async def wait(self, client_id: str, admitted: Callable[[], bool], hold: float) -> bool:
         """Hold one knock until ``admitted()`` turns true or ``hold`` passes."""

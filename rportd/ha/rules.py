@@ -71,7 +71,7 @@ class Facts:
     fleet: int  # fleet size
     fresh: int | None  # fleet clients fresh here; None while no ping round finished
     waiting: int  # fleet clients knocking here for at least FRESH_WINDOW
-    knocked: int  # fleet clients that knocked here recently (not aged)
+    knocked: int  # clients that knocked here recently (any, not aged)
     takeover_after: float  # [ha] takeover_after
     holdoff: bool  # a hand-over happened less than HANDOVER_HOLDOFF ago
     settling: bool = False  # serving for less than LINK_LEASE (peer facts may be stale)

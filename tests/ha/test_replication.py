@@ -419,5 +419,11 @@ async def test_edits_of_auth_files_outside_rportd(pair: Pair) -> None:
         return "rogue" not in json.loads(secondary_file.read_text() or "{}")
 
     await eventually(put_back, timeout=10)
-    assert await _has_credential(secondary, "by-hand", "pw-hand")
-    assert await secondary.credentials.lookup("rogue") is None
+
+    async def served_from_the_put_back_file() -> bool:
+        # The file is restored first; the credentials in memory follow it.
+        return await _has_credential(secondary, "by-hand", "pw-hand") and (
+            await secondary.credentials.lookup("rogue") is None
+        )
+
+    await eventually(served_from_the_put_back_file, timeout=5)
