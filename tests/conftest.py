@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -186,3 +188,24 @@ async def server_db(request: pytest.FixtureRequest, tmp_path: Path) -> TestDatab
     """A fresh, empty database on each server engine: MariaDB, PostgreSQL."""
     engine = str(request.param)
     return await fresh_database(engine, db_server(request, engine), tmp_path)
+
+
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+async def echo_port() -> AsyncIterator[int]:
+    """A TCP echo server on 127.0.0.1."""
+    server = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    yield int(server.sockets[0].getsockname()[1])
+    server.close()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(server.wait_closed(), 2)

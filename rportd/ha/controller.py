@@ -870,12 +870,7 @@ def _read_view(view: PeerView, body: dict[str, Any], at: float) -> None:
     view.answered = True
     view.error = ""
     view.checked_at = at
-    view.node_id = str(body.get("node_id", ""))
-    view.role = str(body.get("role", ""))
-    view.state = str(body.get("state", ""))
-    view.epoch = int(body.get("epoch", 0))
-    view.position = int(body.get("position", 0))
-    view.clients = int(body.get("clients", 0))
+    view.read_node(body)
     view.serving = bool(body.get("serving", False))
     view.waiting = int(body.get("waiting", 0))
     view.link_up = bool(body.get("link_up", False))

@@ -42,6 +42,15 @@ class PeerView:
     checked_at: float = field(default_factory=time.monotonic)
     error: str = ""
 
+    def read_node(self, body: dict[str, Any]) -> None:
+        """Take what a node says about itself (``/ha/node``, heartbeats)."""
+        self.node_id = str(body.get("node_id", ""))
+        self.role = str(body.get("role", ""))
+        self.state = str(body.get("state", ""))
+        self.epoch = int(body.get("epoch", 0))
+        self.position = int(body.get("position", 0))
+        self.clients = int(body.get("clients", 0))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "url": self.url,
@@ -123,14 +132,8 @@ class PeerClient:
         if status != 200 or not isinstance(data, dict):
             view.error = f"HTTP {status}: {error_text(body)}"
             return view
-        body = data
         view.reachable = True
-        view.node_id = str(body.get("node_id", ""))
-        view.role = str(body.get("role", ""))
-        view.state = str(body.get("state", ""))
-        view.epoch = int(body.get("epoch", 0))
-        view.position = int(body.get("position", 0))
-        view.clients = int(body.get("clients", 0))
+        view.read_node(data)
         return view
 
     async def ws_connect(

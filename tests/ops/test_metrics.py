@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
 
@@ -28,20 +27,6 @@ async def get_text(
     headers = {"Authorization": aiohttp.encode_basic_auth(*auth)} if auth else {}
     async with http.get(url, headers=headers) as resp:
         return resp.status, resp.headers.get("Content-Type", ""), await resp.text()
-
-
-@pytest.fixture
-async def echo_port() -> AsyncIterator[int]:
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-    srv = await asyncio.start_server(echo, "127.0.0.1", 0)
-    yield int(srv.sockets[0].getsockname()[1])
-    srv.close()
-    await srv.wait_closed()
 
 
 @pytest.fixture
