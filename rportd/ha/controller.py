@@ -86,9 +86,8 @@ class HAController:
         self.follower = Follower(changelog, datasets)
         self.streams: set[web.WebSocketResponse] = set()
         self.fleet = Fleet()
-        self.lobby = Lobby()
-        self.lobby_hold = lobby_hold
-        self.pings = Pings(self._fleet_connections)
+        self.lobby = Lobby(hold=lobby_hold)
+        self.pings = Pings(client_connections)
         self.link_ok_at = 0.0  # monotonic: last heartbeat with a peer (see _link_contact)
         self.handed_over_at = -rules.HANDOVER_HOLDOFF
         self.serving_since = 0.0
@@ -101,7 +100,6 @@ class HAController:
         self.changed = asyncio.Event()
         self.coordinator: Coordinator | None = None
         self._etcd_reachable = True
-        self._coordinator_args = (list(config.coordinator), config.coordinator_ttl)
 
     # --- facts ---------------------------------------------------------------------
 
@@ -206,7 +204,7 @@ class HAController:
             return self.admission_refusal()
         self.lobby.knock(client_id, time.monotonic())
         self.changed.set()
-        if await self.lobby.wait(client_id, self.admitting, self.lobby_hold):
+        if await self.lobby.wait(client_id, self.admitting):
             self.lobby.forget(client_id)
             return None
         return self._standby_text()
@@ -307,9 +305,6 @@ class HAController:
             return self._url_of(view)
         urls = self._peer_urls()
         return urls[0] if urls else ""
-
-    def _fleet_connections(self) -> Iterable[tuple[str, Pingable]]:
-        return self.client_connections()
 
     # --- heartbeats ------------------------------------------------------------------
 
@@ -424,9 +419,10 @@ class HAController:
         self.node = await NodeState.load(self.path, self.config.role, base_url(self.config.primary))
         self.node.epoch = max(self.node.epoch, self.changelog.last_epoch)
         await self.node.save(self.path)
-        endpoints, ttl = self._coordinator_args
-        if endpoints:
-            self.coordinator = Coordinator(endpoints, self.node.node_id, ttl=ttl)
+        if self.config.coordinator:
+            self.coordinator = Coordinator(
+                list(self.config.coordinator), self.node.node_id, ttl=self.config.coordinator_ttl
+            )
             self.coordinator.on_change(self._lease_flipped)
             await self.coordinator.start()
         if self.role == PRIMARY:

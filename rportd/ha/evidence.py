@@ -105,7 +105,6 @@ class Pings:
 class _Knock:
     first: float
     last: float
-    held: int = 0
 
 
 @dataclass
@@ -125,9 +124,6 @@ class Lobby:
 
     def forget(self, client_id: str) -> None:
         self.knocks.pop(client_id, None)
-
-    def clear(self) -> None:
-        self.knocks.clear()
 
     def _expire(self, now: float) -> None:
         for client_id in [c for c, k in self.knocks.items() if now - k.last > KNOCK_WINDOW]:
@@ -153,28 +149,22 @@ class Lobby:
         self._expire(now)
         return len(self.knocks)
 
-    async def wait(self, client_id: str, admitted: Callable[[], bool], hold: float) -> bool:
-        """Hold one knock until ``admitted()`` turns true or ``hold`` passes."""
-        deadline = time.monotonic() + hold
-        knock = self.knocks.get(client_id)
-        if knock is not None:
-            knock.held += 1
-        try:
-            while True:
-                opened = self.opened
-                if admitted():
-                    return True
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(left, 0.5)):
-                        await opened.wait()
-                if knock is not None:
-                    knock.last = time.monotonic()
-        finally:
+    async def wait(self, client_id: str, admitted: Callable[[], bool]) -> bool:
+        """Hold one knock until ``admitted()`` turns true or ``hold`` seconds pass."""
+        deadline = time.monotonic() + self.hold
+        while True:
+            opened = self.opened
+            if admitted():
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, 0.5)):
+                    await opened.wait()
+            knock = self.knocks.get(client_id)
             if knock is not None:
-                knock.held -= 1
+                knock.last = time.monotonic()
 
     def open(self) -> None:
         """Wake the held requests (the node may admit now)."""
