@@ -12,7 +12,9 @@ import pytest
 
 from rportd.app import RportServer, StartupError
 from tests.browser import headless_browser
+from tests.clients.test_connect import sim_config
 from tests.conftest import ADMIN, ServerFactory
+from tests.simulator import RportClientSim
 from tests.tunnels.test_proxy import self_signed
 
 SITE = Path(__file__).parent / "site"
@@ -174,6 +176,36 @@ async def test_doc_root_over_tls(
         web_base(server, "https") + "/api/v1/status", ssl=context, headers=basic
     ) as resp:
         assert resp.status == 200
+
+
+async def test_browser_runs_a_command_over_wss_from_the_served_ui(
+    make_server: ServerFactory, doc_root: Path, tmp_path: Path
+) -> None:
+    """The UI's command console: a page from doc_root over HTTPS opens ``wss://`` itself."""
+    cert, key = self_signed(tmp_path)
+    server = await make_server(api={"doc_root": str(doc_root), "cert_file": cert, "key_file": key})
+    sim = RportClientSim(sim_config(server, client_id="c1"))
+    try:
+        await sim.start()
+        await sim.wait_registered(10)
+        async with headless_browser() as browser:
+            context = await browser.new_context(ignore_https_errors=True)
+            page = await context.new_page()
+            await page.goto(web_base(server, "https") + "/dashboard/c1")
+            await page.fill("#username", ADMIN[0])
+            await page.fill("#password", ADMIN[1])
+            await page.click("#submit")
+            await page.wait_for_selector("#console:not([hidden])", timeout=15_000)
+            await page.fill("#client", "c1")
+            await page.fill("#command", "/usr/bin/echo served-over-wss")
+            await page.click("#run")
+            await page.wait_for_function(
+                "document.getElementById('console-output').textContent !== ''", timeout=15_000
+            )
+            output = await page.text_content("#console-output")
+    finally:
+        await sim.stop()
+    assert output == "c1 successful: served-over-wss\n"
 
 
 async def test_without_doc_root_nothing_is_served(
