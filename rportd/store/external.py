@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from rportd.config import DatabaseConfig
-from rportd.store.database import Database, SqlDatabase
+from rportd.store.database import Database, EngineDatabase, SqlDatabase
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def is_read_only(exc: DBAPIError) -> bool:
     return code in (1290, 1836) or getattr(orig, "sqlstate", None) == "25006"
 
 
-class ServerDatabase(SqlDatabase):
+class ServerDatabase(EngineDatabase):
     """A database on a MySQL/MariaDB or PostgreSQL server, shared by every HA node."""
 
     def __init__(

@@ -220,19 +220,23 @@ class Node:
             except ValueError:
                 return resp.status, text
 
-    async def wait_state(self, state: str, timeout: float = 20.0) -> dict[str, Any]:
+    async def wait_state(
+        self, state: str, timeout: float = 20.0, *, role: str | None = None
+    ) -> dict[str, Any]:
+        """The node's status once it is in ``state`` (and has ``role``, if given)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         last: dict[str, Any] = {}
         while loop.time() < deadline:
             try:
                 last = await self.status()
-                if last["state"] == state:
+                if last["state"] == state and role in (None, last["role"]):
                     return last
             except (aiohttp.ClientError, OSError, AssertionError):
                 pass
             await asyncio.sleep(0.1)
-        raise TimeoutError(f"{self.name} not {state} (last {last}):\n{self.tail()}")
+        wanted = state if role is None else f"{state} {role}"
+        raise TimeoutError(f"{self.name} not {wanted} (last {last}):\n{self.tail()}")
 
 
 class Cluster:
