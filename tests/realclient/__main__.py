@@ -23,6 +23,7 @@ import aiohttp
 
 from .checks import CHECKS, KNOWN, CheckFailed, Context, compare, wait_connected
 from .extra import EXTRA_CHECKS
+from .ha import run_ha
 from .procs import Client, Server, admin_auth, free_port
 
 
@@ -97,10 +98,24 @@ async def run_on(
     return results, ctx
 
 
+async def main_ha(args: argparse.Namespace, root: Path) -> int:
+    async with echo_servers() as echo:
+        run = await run_ha(args.rport, root, echo[0], args.switchback)
+    print(f"\n{'step':<56} {'result':<6} {'s':>6}  detail")
+    for name, ok, detail, seconds in run.steps:
+        print(f"{name:<56} {'PASS' if ok else 'FAIL':<6} {seconds:6.1f}  {detail:.300}")
+    for what, value in run.figures.items():
+        print(f"  {what}: {value:.1f}")
+    print(f"\nlogs: {root}")
+    return 0 if all(ok for _, ok, _, _ in run.steps) else 1
+
+
 async def main(args: argparse.Namespace) -> int:
     names = args.only or [*CHECKS, *EXTRA_CHECKS]
     root = Path(tempfile.mkdtemp(prefix="rc-check-", dir=args.workdir))
     print(f"working in {root}")
+    if args.ha:
+        return await main_ha(args, root)
     kinds = ["ours"] + (["upstream"] if args.upstream else [])
     async with echo_servers() as echo:
         runs = await asyncio.gather(*(run_on(kind, args, root, echo, names) for kind in kinds))
@@ -138,6 +153,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--upstream", help="upstream's rportd binary, to compare answers with")
     p.add_argument("--only", action="append", help="run only this check (repeatable)")
     p.add_argument("--workdir", default=None, help="where the temporary directory goes")
+    p.add_argument("--ha", action="store_true", help="fail over an HA pair (deploy/) instead")
+    p.add_argument("--switchback", default="30s", help="the client's switchback interval (--ha)")
     p.add_argument("--dump", action="store_true", help="write every answer to <kind>-answers.json")
     return p.parse_args(argv)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import os
 import signal
@@ -118,6 +119,7 @@ class Server(Process):
     kind: str = "ours"
     binary: str = ""
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
+    base: dict[str, dict[str, Any]] | None = None  # in place of the built-in config below
     client_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
 
@@ -134,7 +136,11 @@ class Server(Process):
         return self.root / "rportd.conf"
 
     def config(self) -> dict[str, dict[str, Any]]:
-        conf: dict[str, dict[str, Any]] = {
+        if self.base is not None:
+            conf = copy.deepcopy(self.base)
+            merge(conf, self.extra)
+            return conf
+        conf = {
             "server": {
                 "address": f"127.0.0.1:{self.client_port}",
                 "url": [self.client_url],
@@ -195,6 +201,9 @@ class Client(Process):
     server_url: str = ""
     fingerprint: str = ""
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
+    connection: dict[str, Any] = field(
+        default_factory=lambda: {"keep_alive": "10s", "max_retry_interval": "5s"}
+    )
 
     @property
     def config_path(self) -> Path:
@@ -216,7 +225,7 @@ class Client(Process):
                 "data_dir": str(self.root / "data"),
                 "updates_interval": "0",
             },
-            "connection": {"keep_alive": "10s", "max_retry_interval": "5s"},
+            "connection": dict(self.connection),
             "logging": {"log_level": "debug", "log_file": str(self.root / "rport.log")},
             "remote-commands": {"enabled": True, "allow": [".*"], "order": ["allow", "deny"]},
             "remote-scripts": {"enabled": True},
