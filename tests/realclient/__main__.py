@@ -22,6 +22,7 @@ from pathlib import Path
 import aiohttp
 
 from .checks import CHECKS, KNOWN, CheckFailed, Context, compare, wait_connected
+from .db import run_db
 from .extra import EXTRA_CHECKS
 from .ha import run_ha
 from .procs import Client, Server, admin_auth, free_port
@@ -110,12 +111,23 @@ async def main_ha(args: argparse.Namespace, root: Path) -> int:
     return 0 if all(ok for _, ok, _, _ in run.steps) else 1
 
 
+async def main_db(args: argparse.Namespace, root: Path) -> int:
+    steps = await run_db(args.rport, args.upstream, root, args.external_db.split(","))
+    print(f"\n{'server/db':<16} {'step':<60} {'result':<6} detail")
+    for where, name, ok, detail, _ in steps:
+        print(f"{where:<16} {name:<60} {'PASS' if ok else 'FAIL':<6} {detail:.300}")
+    print(f"\nlogs: {root}")
+    return 0 if steps and all(step[2] for step in steps) else 1
+
+
 async def main(args: argparse.Namespace) -> int:
     names = args.only or [*CHECKS, *EXTRA_CHECKS]
     root = Path(tempfile.mkdtemp(prefix="rc-check-", dir=args.workdir))
     print(f"working in {root}")
     if args.ha:
         return await main_ha(args, root)
+    if args.external_db:
+        return await main_db(args, root)
     kinds = ["ours"] + (["upstream"] if args.upstream else [])
     async with echo_servers() as echo:
         runs = await asyncio.gather(*(run_on(kind, args, root, echo, names) for kind in kinds))
@@ -154,6 +166,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", action="append", help="run only this check (repeatable)")
     p.add_argument("--workdir", default=None, help="where the temporary directory goes")
     p.add_argument("--ha", action="store_true", help="fail over an HA pair (deploy/) instead")
+    p.add_argument(
+        "--external-db",
+        help="instead: client credentials in auth_table of these engines (mysql,postgres)",
+    )
     p.add_argument("--switchback", default="30s", help="the client's switchback interval (--ha)")
     p.add_argument("--dump", action="store_true", help="write every answer to <kind>-answers.json")
     return p.parse_args(argv)

@@ -225,7 +225,7 @@ async def check_ws_commands(ctx: Context) -> None:
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     messages.append(json.loads(msg.data))
-    ctx.observations.extend(Observation("/ws/commands message", 0, m) for m in messages)
+    ctx.observations.extend(Observation("/ws/commands message", 101, m) for m in messages)
     finals = [m for m in messages if "status" in m]
     expect(len(finals) == 1, f"/ws/commands sent {messages!r:.500}")
     expect(finals[0]["status"] == "successful", f"ws job {finals[0]['status']}")
@@ -462,7 +462,9 @@ def compare(ours: list[Observation], upstream: list[Observation]) -> list[str]:
                 for d in _differences("", a.body, b.body)
                 if d.split(":")[0] not in KNOWN
             ]
-            if _error_texts(a.body) != _error_texts(b.body):
+            if a.status == 0 and a.body != b.body:  # what a client did: compared by value
+                out.append(f"{obs.label}: ours {a.body} upstream {b.body}")
+            elif _error_texts(a.body) != _error_texts(b.body):
                 out.append(
                     f"{obs.label}: errors ours {_error_texts(a.body)} "
                     f"upstream {_error_texts(b.body)}"

@@ -2,10 +2,51 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+from typing import Any
 
-from .checks import Check, Context, expect, poll, wait_connected
-from .procs import Client
+from .checks import Check, Context, Observation, expect, poll, wait_connected
+from .procs import CLIENT_AUTH, Client
+
+AUTH_FAILED = "unable to authenticate"
+
+
+async def refused_client(ctx: Context, auth: str, name: str, seconds: float = 12) -> dict[str, Any]:
+    """Run a second real client with `auth` for `seconds`: what it logged and whether it got in."""
+    other = Client(
+        ctx.client.root.parent / f"{ctx.server.kind}-{name}",
+        binary=ctx.client.binary,
+        server_url=ctx.server.client_url,
+        fingerprint=ctx.client.fingerprint,
+        extra={"client": {"id": name, "auth": auth}},
+    )
+    await other.start()
+    try:
+        await asyncio.sleep(seconds)
+        status, body = await ctx.call("", "GET", f"/clients/{name}", record=False)
+        log = other.client_log(200)
+    finally:
+        running = other.running
+        await other.stop()
+    found = re.findall(r"error: client: (.{0,160})", log)
+    errors = sorted({re.sub(r" \(attempt: \d+ of \w+\)", "", m) for m in found})
+    return {
+        "connected": status == 200 and body["data"]["connection_state"] == "connected",
+        "client_still_running": running,
+        "auth_failed_logged": AUTH_FAILED in log,
+        "errors": [re.sub(r"\d+(\.\d+)?(ms|s|µs)", "<t>", e) for e in errors],
+    }
+
+
+async def check_wrong_password(ctx: Context) -> None:
+    """A client with a wrong password is refused and keeps retrying, as upstream makes it."""
+    seen = await refused_client(ctx, f"{CLIENT_AUTH[0]}:wrong-password", "rc-wrong-password")
+    ctx.observations.append(Observation("wrong password: client side", 0, seen))
+    expect(not seen["connected"], "a client with a wrong password was let in")
+    expect(seen["auth_failed_logged"], f"the client did not log {AUTH_FAILED!r}: {seen}")
+    expect(seen["client_still_running"], "the client exited after a refused login")
 
 
 async def _restart_client(ctx: Context, extra: dict[str, dict[str, object]]) -> None:
@@ -54,4 +95,7 @@ async def check_attributes_with_file(ctx: Context) -> None:
     expect(body["data"]["tags"] == new["tags"], f"tags after PUT {body['data']['tags']!r}")
 
 
-EXTRA_CHECKS: dict[str, Check] = {"attributes with file": check_attributes_with_file}
+EXTRA_CHECKS: dict[str, Check] = {
+    "wrong password": check_wrong_password,
+    "attributes with file": check_attributes_with_file,
+}
