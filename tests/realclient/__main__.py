@@ -94,6 +94,7 @@ async def run_on(
         except (RuntimeError, CheckFailed) as exc:
             results.append((kind, "start", False, str(exc), 0.0))
         finally:
+            await ctx.client.stop()  # a check may have replaced the client
             await client.stop()
             await server.stop()
     return results, ctx

@@ -190,6 +190,48 @@ async def check_script(ctx: Context) -> None:
     expect(job["result"]["stdout"] == "script-42\n", f"stdout {job['result']!r}")
 
 
+async def check_job_options(ctx: Context) -> None:
+    """cwd, interpreter and a command that outlives its timeout."""
+    base = f"/clients/{ctx.client_id}/commands"
+    job = await _run_job(
+        ctx,
+        "/clients/{id}/commands (cwd)",
+        base,
+        {"command": "pwd", "cwd": "/tmp", "timeout_sec": 30},
+    )
+    expect(job["result"]["stdout"] == "/tmp\n", f"cwd: {job['result']!r}")
+    job = await _run_job(
+        ctx, "/clients/{id}/commands (timeout)", base, {"command": "sleep 5", "timeout_sec": 1}
+    )
+    expect(job["status"] != "successful", f"a timed-out command is {job['status']}")
+    await ctx.call(
+        "POST /clients/{id}/commands (bad interpreter)",
+        "POST",
+        base,
+        json={"command": "true", "interpreter": "no-such-shell"},
+    )
+    await ctx.call("DELETE /clients/{id} (connected)", "DELETE", f"/clients/{ctx.client_id}")
+
+
+async def check_ws_scripts(ctx: Context) -> None:
+    _, body = await ctx.call("GET /login", "GET", "/login", record=False)
+    url = ctx.server.api_url.replace("http://", "ws://")
+    url += f"/ws/scripts?access_token={body['data']['token']}"
+    script = base64.b64encode(b"echo ws-script\n").decode()
+    messages: list[Any] = []
+    async with ctx.http.ws_connect(url) as ws:
+        await ws.send_str(
+            json.dumps({"script": script, "client_ids": [ctx.client_id], "timeout_sec": 30})
+        )
+        async with asyncio.timeout(40):
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    messages.append(json.loads(msg.data))
+    ctx.observations.extend(Observation("/ws/scripts message", 101, m) for m in messages)
+    finals = [m for m in messages if "status" in m]
+    expect(len(finals) == 1 and finals[0]["status"] == "successful", f"{messages!r:.500}")
+
+
 async def check_multi_job(ctx: Context) -> None:
     payload = {"command": "echo multi", "client_ids": [ctx.client_id], "timeout_sec": 30}
     status, body = await ctx.call("POST /commands", "POST", "/commands", json=payload)
@@ -271,12 +313,33 @@ async def check_tcp_tunnels(ctx: Context) -> None:
         echoed = await _tcp_echo_through(int(tunnel["lport"]), payload)
         expect(echoed == payload, f"{label}: bytes came back changed")
         await ctx.call("GET /clients/{id} with tunnel", "GET", f"/clients/{ctx.client_id}")
+        await asyncio.sleep(0.5)  # both servers refuse to close a tunnel with a connection open
         await _close_tunnel(ctx, label, tunnel)
     blocked = await _open_tunnel(ctx, "acl other", f"remote={remote}&acl=10.9.9.9")
     with contextlib.suppress(OSError, asyncio.IncompleteReadError, TimeoutError):
         echoed = await _tcp_echo_through(int(blocked["lport"]), b"x")
         expect(False, "a connection from outside the ACL went through")
     await _close_tunnel(ctx, "acl other", blocked)
+    first = await _open_tunnel(ctx, "first", f"remote={remote}")
+    await ctx.call(
+        "PUT tunnels same remote", "PUT", f"/clients/{ctx.client_id}/tunnels?{variants['plain']}"
+    )
+    await ctx.call(
+        "PUT tunnels not allowed by client",
+        "PUT",
+        f"/clients/{ctx.client_id}/tunnels?remote=192.0.2.77:80",
+    )
+    await _close_tunnel(ctx, "first", first)
+    await ctx.call(
+        "PUT tunnels local port not in used_ports",
+        "PUT",
+        f"/clients/{ctx.client_id}/tunnels?remote={remote}&local=42999",
+    )
+    await ctx.call(
+        "PUT tunnels remote port closed",
+        "PUT",
+        f"/clients/{ctx.client_id}/tunnels?remote=127.0.0.1:9",
+    )
     await ctx.call("PUT tunnels bad remote", "PUT", f"/clients/{ctx.client_id}/tunnels?remote=x:y")
     await ctx.call("PUT tunnels no client", "PUT", f"/clients/nope/tunnels?remote={remote}")
 
@@ -326,8 +389,15 @@ async def check_file_upload(ctx: Context) -> None:
     form.add_field("mode", "0640")
     form.add_field("force", "true")
     form.add_field("upload", content, filename="pushed.txt")
-    status, body = await ctx.call("POST /files", "POST", "/files", data=form)
-    expect(status == 200, f"POST /files answered {status}: {body}")
+    status, body = await ctx.call("GET /login", "GET", "/login", record=False)
+    url = ctx.server.api_url.replace("http://", "ws://")
+    url += f"/ws/uploads?access_token={body['data']['token']}"
+    async with ctx.http.ws_connect(url) as ws:
+        status, body = await ctx.call("POST /files", "POST", "/files", data=form)
+        expect(status == 200, f"POST /files answered {status}: {body}")
+        with contextlib.suppress(TimeoutError):
+            msg = await ws.receive_json(timeout=30)
+            ctx.observations.append(Observation("/ws/uploads message", 101, msg))
 
     async def arrived() -> bool:
         return dest.exists() and dest.read_bytes() == content
@@ -357,7 +427,9 @@ CHECKS: dict[str, Check] = {
     "command": check_command,
     "failing command": check_failing_command,
     "script": check_script,
+    "job options": check_job_options,
     "multi-client job": check_multi_job,
+    "ws/scripts": check_ws_scripts,
     "ws/commands": check_ws_commands,
     "tcp tunnels": check_tcp_tunnels,
     "udp tunnel": check_udp_tunnel,
@@ -396,6 +468,18 @@ def shape(value: Any) -> Any:
 _TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 
 
+def _merged(items: list[Any]) -> Any:
+    """One element standing for a list: dicts merged (omitempty fields appear where set)."""
+    if not all(isinstance(item, dict) for item in items):
+        return items[0]
+    merged: dict[str, Any] = {}
+    for item in items:
+        for key, value in item.items():
+            if merged.get(key) is None:
+                merged[key] = value
+    return merged
+
+
 def _differences(path: str, ours: Any, theirs: Any) -> list[str]:
     if isinstance(ours, dict) and isinstance(theirs, dict):
         out = [f"{path}.{k}: only upstream has it" for k in theirs if k not in ours]
@@ -405,7 +489,7 @@ def _differences(path: str, ours: Any, theirs: Any) -> list[str]:
         return out
     if isinstance(ours, list) and isinstance(theirs, list):
         if ours and theirs:
-            return _differences(f"{path}[]", ours[0], theirs[0])
+            return _differences(f"{path}[]", _merged(ours), _merged(theirs))
         return []
     if type(ours) is not type(theirs) and not (
         isinstance(ours, int | float) and isinstance(theirs, int | float)
@@ -423,12 +507,17 @@ def _error_texts(body: Any) -> list[str]:
         return [
             f"{e.get('code', '')}|{e.get('title', '')}|{e.get('detail', '')}"
             for e in body["errors"]
+            if isinstance(e, dict)
         ]
     return []
 
 
 #: Differences found and kept on purpose, by the field's path: why.
 KNOWN = {
+    "ERR_CODE_REMOTE_PORT_NOT_OPEN": "upstream's handler sets this code but its answer carries "
+    'code ""; api.md 5.5 names the code, and ours sends it',
+    ".data[].processes[].cpu_avg_usage_percent": "the client's own JSON, where it omits a zero "
+    "(all zero in its first measurement)",
     ".data.last_heartbeat_at": "ours counts the registration as the first sign of life; upstream "
     "shows null until the client's first keep-alive ping",
 }
@@ -447,6 +536,10 @@ def compare(ours: list[Observation], upstream: list[Observation]) -> list[str]:
         seen.add(obs.label)
         mine = [o for o in ours if o.label == obs.label]
         theirs = theirs_by_label.get(obs.label, [])
+        if obs.label.startswith("/ws/") and mine and theirs:
+            # partial output messages depend on timing (a short command's output may arrive
+            # with its result): the final messages are compared
+            mine, theirs = mine[-1:], theirs[-1:]
         if not theirs:
             out.append(f"{obs.label}: upstream gave no such answer")
             continue
@@ -464,7 +557,9 @@ def compare(ours: list[Observation], upstream: list[Observation]) -> list[str]:
             ]
             if a.status == 0 and a.body != b.body:  # what a client did: compared by value
                 out.append(f"{obs.label}: ours {a.body} upstream {b.body}")
-            elif _error_texts(a.body) != _error_texts(b.body):
+            elif _error_texts(a.body) != _error_texts(b.body) and not any(
+                known in text for known in KNOWN for text in _error_texts(a.body)
+            ):
                 out.append(
                     f"{obs.label}: errors ours {_error_texts(a.body)} "
                     f"upstream {_error_texts(b.body)}"

@@ -142,6 +142,16 @@ async def run_ha(rport: str, root: Path, tcp_echo_port: int, switchback: str = "
             run.step("tunnel and job on the primary", True)
             await asyncio.sleep(2)  # replication of the tunnel list (p99 < 1 s)
 
+            status, body = await ctx.call(
+                "",
+                "POST",
+                f"/clients/{ctx.client_id}/commands",
+                record=False,
+                json={"command": "sleep 25 && echo across-failover", "timeout_sec": 120},
+            )
+            expect(status == 200, f"long job: {status} {body}")
+            jid_across = str(body["data"]["jid"])
+            await asyncio.sleep(1)
             began = time.monotonic()
             primary.kill()
             await poll("client served by the secondary", lambda: _served_by(ctx, secondary), 120)
@@ -175,6 +185,10 @@ async def run_ha(rport: str, root: Path, tcp_echo_port: int, switchback: str = "
             for jid, what in (
                 (jid_before, "before the failover"),
                 (jid_secondary, "on the secondary"),
+                (
+                    jid_across,
+                    "across the failover (started on the primary, ended on the secondary)",
+                ),
             ):
 
                 async def present(jid: str = jid) -> bool:
@@ -185,7 +199,7 @@ async def run_ha(rport: str, root: Path, tcp_echo_port: int, switchback: str = "
 
                 await poll(f"job run {what} on the primary", present, 30)
             await _command(ctx, "after-switchback")
-            run.step("tunnel, both jobs and a new job on the primary", True)
+            run.step("tunnel, the three jobs and a new job on the primary", True)
             ctx.server = secondary
             ok = not await _served_by(ctx, secondary)
             run.step("secondary no longer serves the client", ok)

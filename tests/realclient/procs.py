@@ -224,6 +224,7 @@ class Client(Process):
                 "allow_root": True,
                 "data_dir": str(self.root / "data"),
                 "updates_interval": "0",
+                "tunnel_allowed": ["127.0.0.0/8"],
             },
             "connection": dict(self.connection),
             "logging": {"log_level": "debug", "log_file": str(self.root / "rport.log")},
