@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-from .checks import Check, Context, Observation, expect, poll, wait_connected
+from .checks import Check, Context, Observation, _tcp_echo_through, expect, poll, wait_connected
 from .procs import CLIENT_AUTH, Client
 
 AUTH_FAILED = "unable to authenticate"
@@ -95,7 +95,59 @@ async def check_attributes_with_file(ctx: Context) -> None:
     expect(body["data"]["tags"] == new["tags"], f"tags after PUT {body['data']['tags']!r}")
 
 
+async def _tunnel_passes(port: int) -> bool:
+    try:
+        return await _tcp_echo_through(port, b"again") == b"again"
+    except (OSError, asyncio.IncompleteReadError, TimeoutError):
+        return False
+
+
+async def _tunnel_back(ctx: Context, label: str, tunnel: dict[str, Any]) -> None:
+    """The client has `tunnel` again (on rportd: on the same port) and it passes bytes."""
+
+    async def back() -> bool:
+        status, body = await ctx.call("", "GET", f"/clients/{ctx.client_id}", record=False)
+        if status != 200 or body["data"]["connection_state"] != "connected":
+            return False
+        # upstream picks a new random port; rportd gives the old one back where it is free
+        same = [t for t in body["data"]["tunnels"] if t["rport"] == tunnel["rport"]]
+        if ctx.server.kind == "ours":
+            same = [t for t in same if t["lport"] == tunnel["lport"]]
+        return bool(same) and await _tunnel_passes(int(same[0]["lport"]))
+
+    await poll(f"the tunnel back after {label}", back, 60)
+    await ctx.call(f"GET /clients/{{id}} after {label}", "GET", f"/clients/{ctx.client_id}")
+
+
+async def check_tunnel_after_client_restart(ctx: Context) -> None:
+    """A tunnel made through the API comes back when the client reconnects."""
+    status, body = await ctx.call(
+        "PUT tunnels (before client restart)",
+        "PUT",
+        f"/clients/{ctx.client_id}/tunnels?remote=127.0.0.1:{ctx.tcp_echo_port}&acl=127.0.0.1",
+    )
+    expect(status == 200, f"tunnel answered {status}: {body}")
+    tunnel = dict(body["data"])
+    await ctx.client.stop()
+    await ctx.client.start()
+    await _tunnel_back(ctx, "client restart", tunnel)
+
+
+async def check_server_restart(ctx: Context) -> None:
+    """After a server restart the client reconnects by itself and has its tunnels back."""
+    _, body = await ctx.call("", "GET", f"/clients/{ctx.client_id}", record=False)
+    tunnels = body["data"]["tunnels"]
+    expect(bool(tunnels), "no tunnel to follow (run after 'tunnel after client restart')")
+    await ctx.server.stop()
+    await ctx.server.start()
+    await wait_connected(ctx, 60)
+    await _tunnel_back(ctx, "server restart", tunnels[0])
+    await ctx.call("GET /clients (after server restart)", "GET", "/clients")
+
+
 EXTRA_CHECKS: dict[str, Check] = {
+    "tunnel after client restart": check_tunnel_after_client_restart,
+    "server restart": check_server_restart,
     "wrong password": check_wrong_password,
     "attributes with file": check_attributes_with_file,
 }

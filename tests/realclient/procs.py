@@ -122,6 +122,7 @@ class Server(Process):
     base: dict[str, dict[str, Any]] | None = None  # in place of the built-in config below
     client_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
+    used_ports: list[str] = field(default_factory=lambda: [str(free_port()) for _ in range(10)])
 
     @property
     def client_url(self) -> str:
@@ -147,7 +148,7 @@ class Server(Process):
                 "key_seed": KEY_SEED,
                 "auth": f"{CLIENT_AUTH[0]}:{CLIENT_AUTH[1]}",
                 "data_dir": str(self.root / "data"),
-                "used_ports": [str(free_port()) for _ in range(10)],
+                "used_ports": self.used_ports,
                 "excluded_ports": [],
                 "allow_root": os.geteuid() == 0,
             },
