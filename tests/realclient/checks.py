@@ -35,6 +35,7 @@ class Observation:
     label: str
     status: int
     body: Any
+    check: str = ""  # the check that made it
 
 
 @dataclass
@@ -127,7 +128,7 @@ async def check_clients(ctx: Context) -> None:
     await ctx.call("GET /clients/{unknown}", "GET", "/clients/no-such-client")
 
 
-async def _run_job(ctx: Context, label: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+async def run_job(ctx: Context, label: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
     status, body = await ctx.call(f"POST {label}", "POST", path, json=payload)
     expect(status == 200, f"{label} answered {status}: {body}")
     jid = body["data"]["jid"]
@@ -144,7 +145,7 @@ async def _run_job(ctx: Context, label: str, path: str, payload: dict[str, Any])
 
 
 async def check_command(ctx: Context) -> None:
-    job = await _run_job(
+    job = await run_job(
         ctx,
         "/clients/{id}/commands",
         f"/clients/{ctx.client_id}/commands",
@@ -162,7 +163,7 @@ async def check_command(ctx: Context) -> None:
 
 
 async def check_failing_command(ctx: Context) -> None:
-    job = await _run_job(
+    job = await run_job(
         ctx,
         "/clients/{id}/commands (exit 2)",
         f"/clients/{ctx.client_id}/commands",
@@ -180,7 +181,7 @@ async def check_failing_command(ctx: Context) -> None:
 
 async def check_script(ctx: Context) -> None:
     script = base64.b64encode(b"#!/bin/sh\necho script-$((6*7))\n").decode()
-    job = await _run_job(
+    job = await run_job(
         ctx,
         "/clients/{id}/scripts",
         f"/clients/{ctx.client_id}/scripts",
@@ -193,14 +194,14 @@ async def check_script(ctx: Context) -> None:
 async def check_job_options(ctx: Context) -> None:
     """cwd, interpreter and a command that outlives its timeout."""
     base = f"/clients/{ctx.client_id}/commands"
-    job = await _run_job(
+    job = await run_job(
         ctx,
         "/clients/{id}/commands (cwd)",
         base,
         {"command": "pwd", "cwd": "/tmp", "timeout_sec": 30},
     )
     expect(job["result"]["stdout"] == "/tmp\n", f"cwd: {job['result']!r}")
-    job = await _run_job(
+    job = await run_job(
         ctx, "/clients/{id}/commands (timeout)", base, {"command": "sleep 5", "timeout_sec": 1}
     )
     expect(job["status"] != "successful", f"a timed-out command is {job['status']}")
@@ -274,7 +275,7 @@ async def check_ws_commands(ctx: Context) -> None:
     expect(finals[0]["result"]["stdout"] == "ws-out\n", f"ws stdout {finals[0]['result']!r}")
 
 
-async def _tcp_echo_through(port: int, payload: bytes) -> bytes:
+async def tcp_echo_through(port: int, payload: bytes) -> bytes:
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
     try:
         writer.write(payload)
@@ -310,14 +311,14 @@ async def check_tcp_tunnels(ctx: Context) -> None:
     for label, query in variants.items():
         tunnel = await _open_tunnel(ctx, label, query)
         payload = f"through the {label} tunnel".encode() * 100
-        echoed = await _tcp_echo_through(int(tunnel["lport"]), payload)
+        echoed = await tcp_echo_through(int(tunnel["lport"]), payload)
         expect(echoed == payload, f"{label}: bytes came back changed")
         await ctx.call("GET /clients/{id} with tunnel", "GET", f"/clients/{ctx.client_id}")
         await asyncio.sleep(0.5)  # both servers refuse to close a tunnel with a connection open
         await _close_tunnel(ctx, label, tunnel)
     blocked = await _open_tunnel(ctx, "acl other", f"remote={remote}&acl=10.9.9.9")
     with contextlib.suppress(OSError, asyncio.IncompleteReadError, TimeoutError):
-        echoed = await _tcp_echo_through(int(blocked["lport"]), b"x")
+        echoed = await tcp_echo_through(int(blocked["lport"]), b"x")
         expect(False, "a connection from outside the ACL went through")
     await _close_tunnel(ctx, "acl other", blocked)
     first = await _open_tunnel(ctx, "first", f"remote={remote}")

@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-from .checks import Check, Context, Observation, _tcp_echo_through, expect, poll, wait_connected
+from .checks import Check, Context, Observation, expect, poll, tcp_echo_through, wait_connected
 from .procs import CLIENT_AUTH, Client
 
 AUTH_FAILED = "unable to authenticate"
@@ -97,7 +97,7 @@ async def check_attributes_with_file(ctx: Context) -> None:
 
 async def _tunnel_passes(port: int) -> bool:
     try:
-        return await _tcp_echo_through(port, b"again") == b"again"
+        return await tcp_echo_through(port, b"again") == b"again"
     except (OSError, asyncio.IncompleteReadError, TimeoutError):
         return False
 

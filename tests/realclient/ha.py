@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import bcrypt
 
-from .checks import CheckFailed, Context, _tcp_echo_through, expect, poll
+from .checks import CheckFailed, Context, expect, poll, run_job, tcp_echo_through
 from .procs import ADMIN, CLIENT_AUTH, REPO, Client, Server, free_port
 
 CLUSTER_SECRET = "realclient-ha-cluster-secret"
@@ -75,24 +75,12 @@ async def _served_by(ctx: Context, server: Server) -> bool:
 
 
 async def _command(ctx: Context, text: str) -> str:
-    status, body = await ctx.call(
-        "",
-        "POST",
-        f"/clients/{ctx.client_id}/commands",
-        record=False,
-        json={"command": f"echo {text}", "timeout_sec": 30},
+    """Run `echo text` on the client; its jid once it succeeded."""
+    job = await run_job(
+        ctx, "command", f"/clients/{ctx.client_id}/commands", {"command": f"echo {text}"}
     )
-    expect(status == 200, f"command answered {status}: {body}")
-    jid = str(body["data"]["jid"])
-
-    async def done() -> bool:
-        status, body = await ctx.call(
-            "", "GET", f"/clients/{ctx.client_id}/commands/{jid}", record=False
-        )
-        return status == 200 and body["data"]["status"] == "successful"
-
-    await poll(f"job {text} successful", done, 30)
-    return jid
+    expect(job["status"] == "successful", f"job {text}: {job['status']} {job.get('error')}")
+    return str(job["jid"])
 
 
 async def run_ha(rport: str, root: Path, tcp_echo_port: int, switchback: str = "30s") -> HaRun:
@@ -137,7 +125,7 @@ async def run_ha(rport: str, root: Path, tcp_echo_port: int, switchback: str = "
             )
             expect(status == 200, f"tunnel on the primary: {status} {body}")
             lport = int(body["data"]["lport"])
-            expect(await _tcp_echo_through(lport, b"before") == b"before", "tunnel on primary")
+            expect(await tcp_echo_through(lport, b"before") == b"before", "tunnel on primary")
             jid_before = await _command(ctx, "before-failover")
             run.step("tunnel and job on the primary", True)
             await asyncio.sleep(2)  # replication of the tunnel list (p99 < 1 s)
@@ -165,7 +153,7 @@ async def run_ha(rport: str, root: Path, tcp_echo_port: int, switchback: str = "
 
             async def tunnel_back() -> bool:
                 try:
-                    return await _tcp_echo_through(lport, b"secondary") == b"secondary"
+                    return await tcp_echo_through(lport, b"secondary") == b"secondary"
                 except (OSError, asyncio.IncompleteReadError, TimeoutError):
                     return False
 
