@@ -204,3 +204,25 @@ async def test_client_that_does_not_answer_run_cmd(
     assert multi["timeout_sec"] == 60  # 0 or less: run_remote_cmd_timeout_sec
     assert multi["jobs"][0]["status"] == "failed"
     assert multi["jobs"][0]["error"].endswith("did not answer run_cmd within 0.5s")
+
+
+async def test_result_that_arrives_before_the_run_cmd_reply_is_kept(
+    api: Api, start_sim: SimFactory
+) -> None:
+    """The real client's job observer can send a short job's result before it answers
+    run_cmd; the job must end with that result, not stay running (found with the real client).
+    """
+    await start_sim("c1", run_cmd_reply_delay=0.3)
+    _, body = await api.post("/clients/c1/commands", json={"command": "echo early"})
+    jid = body["data"]["jid"]
+    job = await wait_job(api, "c1", jid, timeout=5)
+    assert job["status"] == "successful" and job["result"]["stdout"] == "early\n"
+    await asyncio.sleep(0.5)  # the running copy from the late reply has been written by now
+    _, body = await api.get(f"/clients/c1/commands/{jid}")
+    assert body["data"]["status"] == "successful", body
+
+    _, body = await api.post("/commands", json={"command": "echo early", "client_ids": ["c1"]})
+    multi = await wait_multi(api, body["data"]["jid"], 1, timeout=5)
+    await asyncio.sleep(0.5)
+    _, body = await api.get(f"/commands/{multi['jid']}")
+    assert [j["status"] for j in body["data"]["jobs"]] == ["successful"], body

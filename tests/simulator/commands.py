@@ -348,6 +348,10 @@ class CommandRunner:
         rj = RunningJob(jid=job["jid"], proc=proc, script=script, channels=channels)
         self.running[f"{job['jid']}:{proc.pid}"] = rj
         self._spawn(self._observe(job, rj, started_at))
+        if cfg.run_cmd_reply_delay > 0:
+            # The real client's observer runs beside the request handler: a short job's
+            # cmd_result can reach the server before this reply does.
+            await asyncio.sleep(cfg.run_cmd_reply_delay)
         return go_dumps({"Pid": proc.pid, "StartedAt": started_at})
 
     def _abort_start(self, script: str, channels: list[Any]) -> None:

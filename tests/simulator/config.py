@@ -64,6 +64,9 @@ class SimulatorConfig:
     send_back_limit: int = 4194304
     interpreter_aliases: dict[str, str] = field(default_factory=dict)
     kill_on_timeout: bool = True  # the real client leaves the process running
+    # Seconds between starting a job and answering run_cmd (its cmd_result may come first,
+    # as with the real client on a busy machine).
+    run_cmd_reply_delay: float = 0.0
     monitoring_enabled: bool = True
     monitoring_interval: float = 60.0
     file_reception_enabled: bool = True

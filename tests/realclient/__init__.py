@@ -1,0 +1,3 @@
+"""A stand-alone checker of rportd against the real rport client; not a pytest suite."""
+
+__test__ = False
