@@ -130,3 +130,13 @@ async def closed_by_peer(reader: asyncio.StreamReader, timeout: float = 5.0) -> 
         return await asyncio.wait_for(reader.read(1 << 16), timeout) == b""
     except ConnectionResetError:
         return True
+
+
+def free_port_outside_pool(server: RportServer) -> int:
+    """A TCP port outside the tunnel pool that nothing uses now, below Linux's ephemeral range
+    (32768+), so an outgoing connection elsewhere on the machine cannot take it meanwhile."""
+    allowed = server.tunnels.ports.allowed
+    for port in range(20000, 32768):
+        if port not in allowed and port_bindable(port):
+            return port
+    raise AssertionError("no free port outside the tunnel pool below 32768")

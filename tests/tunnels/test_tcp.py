@@ -17,6 +17,7 @@ from tests.tunnels.conftest import (
     echo_through,
     eventually,
     free_pool_port,
+    free_port_outside_pool,
     port_bindable,
 )
 
@@ -350,15 +351,16 @@ async def test_explicit_local_ports(
             f"Port {other} already in use.",
         )
     # Upstream checks an existing tunnel to the same remote before the allowed ports.
-    assert await refused(local="40000", remote=str(echo_port)) == (
+    outside = free_port_outside_pool(server)
+    assert await refused(local=str(outside), remote=str(echo_port)) == (
         400,
         "ERR_CODE_TUNNEL_TO_PORT_EXIST",
         f"Tunnel to port {echo_port} already exists.",
     )
-    assert await refused(local="40000", remote=f"localhost:{echo_port}") == (
+    assert await refused(local=str(outside), remote=f"localhost:{echo_port}") == (
         400,
         "",
-        "Local port 40000 is not among allowed ports.",
+        f"Local port {outside} is not among allowed ports.",
     )
     tunnel = await create(api, local=f"127.0.0.1:{other}", remote=f"localhost:{echo_port}")
     assert tunnel["lhost"] == "127.0.0.1"
