@@ -316,14 +316,10 @@ class Database(SqlDatabase):
             await conn.call(_sql_begin)
             try:
                 yield SqliteTransaction(conn, self)
+                await conn.call(_sql_commit)
             except BaseException:
                 # Queued before anything else can be: it runs even if this wait is cancelled.
                 await asyncio.shield(conn.submit(_sql_rollback))
-                raise
-            try:
-                await conn.call(_sql_commit)
-            except BaseException:
-                await asyncio.shield(conn.submit(_sql_rollback_if_open))
                 raise
 
     async def fetch_all(self, sql: str, params: Params = None) -> list[Row]:
@@ -347,9 +343,6 @@ def _sql_commit(conn: sqlite3.Connection) -> None:
 
 
 def _sql_rollback(conn: sqlite3.Connection) -> None:
-    conn.execute("ROLLBACK")
-
-
-def _sql_rollback_if_open(conn: sqlite3.Connection) -> None:
+    # SQLite ends some transactions itself on an error (a full disk, say): nothing to undo then.
     if conn.in_transaction:
         conn.execute("ROLLBACK")
