@@ -52,11 +52,13 @@ class JobWriter:
     def put(self, job: Job) -> asyncio.Future[None]:
         """Queue ``job`` for storing; the future is done once it is committed (or failed).
 
-        A queued job that has ended is not replaced by a copy still ``running``
-        (as :meth:`JobRepository.upsert_rows` never goes back either).
+        A copy still ``running`` is dropped once an ended version is known (queued, being
+        stored or kept): a client may report the result before it answers ``run_cmd``, and
+        :meth:`JobRepository.upsert_rows` never goes back either. The future then waits for
+        whatever is being stored.
         """
-        queued = self._queued.get(job.jid)
-        if queued is None or queued.status == STATUS_RUNNING or job.status != STATUS_RUNNING:
+        known = self.latest(job.jid)
+        if job.status != STATUS_RUNNING or known is None or known.status == STATUS_RUNNING:
             self._queued[job.jid] = job
         if self._stored is None:
             self._stored = asyncio.get_running_loop().create_future()
@@ -64,15 +66,8 @@ class JobWriter:
         return self._stored
 
     def latest(self, jid: str) -> Job | None:
-        """The newest version of ``jid`` if it is queued, being stored or recently stored.
-
-        An ended version wins over a newer copy that still says ``running`` (a client may
-        report the result before it answers ``run_cmd``); storing keeps the ended one too.
-        """
-        versions = [self._queued.get(jid), self._writing.get(jid), self._recent.get(jid)]
-        known = [job for job in versions if job is not None]
-        ended = [job for job in known if job.status != STATUS_RUNNING]
-        return ended[0] if ended else (known[0] if known else None)
+        """The newest version of ``jid`` if it is queued, being stored or recently stored."""
+        return self._queued.get(jid) or self._writing.get(jid) or self._recent.get(jid)
 
     def forget_recent(self) -> None:
         """Drop the jobs kept in memory (after jobs were deleted)."""
@@ -82,16 +77,11 @@ class JobWriter:
         if kind == KIND_JOBS:
             self._recent.pop(jid, None)
 
-    def _remember(self, jobs: dict[str, Job], before: dict[str, Job]) -> None:
-        """Keep the stored single-client ``jobs``; ``before``: what was kept before storing."""
+    def _remember(self, jobs: dict[str, Job]) -> None:
         recent = self._recent
         for jid, job in jobs.items():
             if job.multi_job_id is not None:  # a child's schedule_id comes from a join
                 continue
-            known = before.get(jid)
-            late = job.status == STATUS_RUNNING
-            if late and known is not None and known.status != STATUS_RUNNING:
-                job = known  # a running copy after the result: jobs.db kept the result too
             recent[jid] = job
             recent.move_to_end(jid)
         while len(recent) > self._recent_max:
@@ -108,14 +98,12 @@ class JobWriter:
             self._wakeup.clear()
             self._writing, self._queued = self._queued, {}
             stored, self._stored = self._stored, None
-            # storing drops the kept copies (write listener): remember what they said
-            before = {jid: self._recent[jid] for jid in self._writing if jid in self._recent}
             try:
                 await self.repo.upsert_rows([job.row() for job in self._writing.values()])
             except Exception:
                 log.exception("cannot store %d jobs", len(self._writing))
             else:
-                self._remember(self._writing, before)
+                self._remember(self._writing)
             finally:
                 self._writing = {}
                 if stored is not None and not stored.done():
